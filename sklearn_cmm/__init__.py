@@ -1,0 +1,19 @@
+"""Few-shot image classification with CLIP, as scikit-learn estimators.
+
+Cross-Modal Mapping and SeMoBridge close CLIP's modality gap on frozen embeddings so that
+class text embeddings become good prototypes for images; zero-shot CLIP and Tip-Adapter
+are the baselines.
+"""
+
+from .baselines import TipAdapterClassifier, ZeroShotClassifier
+from .metrics import modality_gap
+from .text import CLIP_IMAGENET_TEMPLATES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIP_IMAGENET_TEMPLATES",
+    "TipAdapterClassifier",
+    "ZeroShotClassifier",
+    "modality_gap",
+]

@@ -1,0 +1,56 @@
+"""Small building blocks shared by every method."""
+
+import numpy as np
+
+
+def l2_normalize(X, axis=-1):
+    """Scale rows (or the given axis) to unit Euclidean norm; zero vectors stay zero."""
+    X = np.asarray(X)
+    norms = np.linalg.norm(X, axis=axis, keepdims=True)
+    return X / np.where(norms == 0, 1, norms)
+
+
+def class_means(X, y_encoded, n_classes):
+    """Mean row of ``X`` per class ``0 .. n_classes - 1``, shape (n_classes, n_features)."""
+    sums = np.zeros((n_classes, X.shape[1]), dtype=np.result_type(X, np.float64))
+    np.add.at(sums, y_encoded, X)
+    counts = np.bincount(y_encoded, minlength=n_classes)
+    return sums / counts[:, None]
+
+
+def one_hot(y_encoded, n_classes):
+    """Indicator matrix of shape (n_samples, n_classes)."""
+    return np.eye(n_classes)[y_encoded]
+
+
+def loo_prototype_cosine(queries, items, y_encoded, n_classes):
+    """Cosine of each query to every class prototype, its own item left out.
+
+    Prototype ``c`` is ``normalize(mean of items of class c)``. Query ``i`` is paired with
+    ``items[i]``: its score for its own class uses the prototype built without ``items[i]``
+    (leave-one-out), so blend weights can be cross-validated on the training shots without
+    the query seeing itself. A class left with no item scores 0.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (n_samples, dim)
+        L2-normalised query features.
+    items : ndarray of shape (n_samples, dim)
+        The features averaged into prototypes, one per query.
+    y_encoded : ndarray of shape (n_samples,)
+        Class index of each item, in ``0 .. n_classes - 1``.
+    n_classes : int
+
+    Returns
+    -------
+    scores : ndarray of shape (n_samples, n_classes)
+    """
+    sums = class_means(items, y_encoded, n_classes) * np.bincount(
+        y_encoded, minlength=n_classes
+    )[:, None]
+    scores = queries @ l2_normalize(sums).T
+    own = sums[y_encoded] - items
+    own_norm = np.linalg.norm(own, axis=1)
+    own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
+    scores[np.arange(len(y_encoded)), y_encoded] = np.where(own_norm == 0, 0.0, own_score)
+    return scores

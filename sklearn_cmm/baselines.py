@@ -1,0 +1,250 @@
+"""The baselines every few-shot CLIP table starts from: zero-shot CLIP and Tip-Adapter."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import FewShotClassifierBase, class_prototypes, fill_doc
+from ._math.basic import l2_normalize, loo_prototype_cosine, one_hot
+from ._math.search import best_candidate, random_candidates
+from ._math.tip_adapter import tip_adapter_logits
+from .text import CLIP_IMAGENET_TEMPLATES
+
+
+@fill_doc
+class ZeroShotClassifier(FewShotClassifierBase):
+    """CLIP zero-shot classification: the class whose text prototype is most similar.
+
+    The logits are ``logit_scale * cos(x, t_c)`` with ``t_c`` the prompt-ensembled text
+    prototype of class ``c``; the training images only tell which classes exist. Text-free
+    (``text_encoder=None`` and no ``text_features``) it is a nearest-centroid classifier
+    under cosine similarity, the centroids being the class means of the normalised images.
+
+    Parameters
+    ----------
+    %(text_parameters)s
+
+    logit_scale : float, default=100.0
+        CLIP's temperature: multiplies the cosines, so it shapes ``predict_proba`` but not
+        ``predict``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    prototypes_ : ndarray of shape (n_classes, n_features)
+        Unit class prototypes.
+    prototype_source_ : {"text", "image_means"}
+        Where the prototypes come from.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    TipAdapterClassifier : Adds a cache model of the training images.
+    sklearn.neighbors.NearestCentroid : Euclidean centroids.
+
+    References
+    ----------
+    .. [1] A. Radford et al., "Learning Transferable Visual Models From Natural Language
+       Supervision", ICML 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cmm import ZeroShotClassifier
+    >>> text = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> X = np.array([[0.9, 0.2], [0.1, 0.8]])
+    >>> clf = ZeroShotClassifier(text_features=text).fit(X, ["cat", "dog"])
+    >>> clf.predict([[0.7, 0.1]])
+    array(['cat'], dtype='<U3')
+    """
+
+    _parameter_constraints = {
+        **FewShotClassifierBase._parameter_constraints,
+        "logit_scale": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        text_features=None,
+        *,
+        class_names=None,
+        templates=CLIP_IMAGENET_TEMPLATES,
+        text_encoder="clip",
+        logit_scale=100.0,
+        n_shots=None,
+        random_state=None,
+    ):
+        super().__init__(
+            text_features,
+            class_names=class_names,
+            templates=templates,
+            text_encoder=text_encoder,
+            n_shots=n_shots,
+            random_state=random_state,
+        )
+        self.logit_scale = logit_scale
+
+    def _fit(self, X, y_encoded, class_text, rng):
+        self.prototypes_, self.prototype_source_ = class_prototypes(
+            X, y_encoded, len(self.classes_), class_text
+        )
+
+    def _logits(self, X):
+        return self.logit_scale * l2_normalize(X) @ self.prototypes_.T
+
+
+@fill_doc
+class TipAdapterClassifier(FewShotClassifierBase):
+    """Training-free Tip-Adapter: zero-shot logits plus a cache model of the shots.
+
+    ``logits = logit_scale * cos(x, T) + alpha * exp(-beta * (1 - cos(x, K))) @ L``, with
+    ``T`` the class text prototypes, ``K`` the normalised training images (the cache keys)
+    and ``L`` their one-hot labels. Text-free, ``T`` are the class means of the normalised
+    images.
+
+    Parameters
+    ----------
+    %(text_parameters)s
+
+    alpha : float, default=1.0
+        Weight of the cache logits (the residual ratio).
+    beta : float, default=5.5
+        Sharpness of the affinity kernel.
+    logit_scale : float, default=100.0
+        Scale of the zero-shot cosines, as in CLIP.
+    search : {"cv"} or None, default=None
+        ``"cv"`` chooses ``alpha`` and ``beta`` by leave-one-out cross-validation on the
+        training shots (each shot is classified by a cache without itself), from the given
+        values and ``n_search_trials - 1`` random draws in ``alpha`` in [0, 10] and
+        ``beta`` in [0.1, 10]. The score matrices are computed once, so the search costs
+        one matrix product per trial. The test set is never needed.
+    n_search_trials : int, default=200
+        Candidates tried by ``search="cv"``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    prototypes_ : ndarray of shape (n_classes, n_features)
+        Unit class prototypes of the zero-shot part.
+    prototype_source_ : {"text", "image_means"}
+        Where the prototypes come from.
+    cache_keys_ : ndarray of shape (n_shots_total, n_features)
+        The normalised training images.
+    cache_labels_ : ndarray of shape (n_shots_total,)
+        Their class indices (into ``classes_``).
+    alpha_, beta_ : float
+        The weights used: the parameters, or the search's choice.
+    search_score_ : float or None
+        Leave-one-out accuracy of the chosen weights on the shots (``search="cv"``).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    ZeroShotClassifier : The zero-shot part alone.
+    SeMoBridgeClassifier : Bridges the shots into the text modality first.
+
+    References
+    ----------
+    .. [1] R. Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
+       Classification", ECCV 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cmm import TipAdapterClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> text = np.eye(3, 8)
+    >>> y = np.repeat([0, 1, 2], 4)
+    >>> X = np.eye(3, 8)[y] + 0.3 * rng.randn(12, 8)
+    >>> clf = TipAdapterClassifier(text_features=text, search="cv", random_state=0)
+    >>> clf.fit(X, y).score(X, y)
+    1.0
+    """
+
+    _parameter_constraints = {
+        **FewShotClassifierBase._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "search": [StrOptions({"cv"}), None],
+        "n_search_trials": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        text_features=None,
+        *,
+        class_names=None,
+        templates=CLIP_IMAGENET_TEMPLATES,
+        text_encoder="clip",
+        alpha=1.0,
+        beta=5.5,
+        logit_scale=100.0,
+        search=None,
+        n_search_trials=200,
+        n_shots=None,
+        random_state=None,
+    ):
+        super().__init__(
+            text_features,
+            class_names=class_names,
+            templates=templates,
+            text_encoder=text_encoder,
+            n_shots=n_shots,
+            random_state=random_state,
+        )
+        self.alpha = alpha
+        self.beta = beta
+        self.logit_scale = logit_scale
+        self.search = search
+        self.n_search_trials = n_search_trials
+
+    def _fit(self, X, y_encoded, class_text, rng):
+        n_classes = len(self.classes_)
+        self.prototypes_, self.prototype_source_ = class_prototypes(
+            X, y_encoded, n_classes, class_text
+        )
+        self.cache_keys_ = l2_normalize(X)
+        self.cache_labels_ = y_encoded
+        self.alpha_, self.beta_, self.search_score_ = self.alpha, self.beta, None
+        if self.search == "cv":
+            keys = self.cache_keys_
+            if self.prototype_source_ == "text":
+                zero_shot = keys @ self.prototypes_.T
+            else:  # image-mean prototypes would contain the query itself
+                zero_shot = loo_prototype_cosine(keys, keys, y_encoded, n_classes)
+            affinity, onehot = keys @ keys.T, one_hot(y_encoded, n_classes)
+
+            def logits_of(alpha, beta):
+                return tip_adapter_logits(
+                    self.logit_scale * zero_shot, affinity, onehot, alpha, beta,
+                    leave_one_out=True,
+                )
+
+            candidates = random_candidates(
+                {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                {"alpha": self.alpha, "beta": self.beta},
+                self.n_search_trials,
+                rng,
+            )
+            best, self.search_score_ = best_candidate(logits_of, candidates, y_encoded)
+            self.alpha_, self.beta_ = best["alpha"], best["beta"]
+
+    def _logits(self, X):
+        queries = l2_normalize(X)
+        return tip_adapter_logits(
+            self.logit_scale * queries @ self.prototypes_.T,
+            queries @ self.cache_keys_.T,
+            one_hot(self.cache_labels_, len(self.classes_)),
+            self.alpha_,
+            self.beta_,
+        )

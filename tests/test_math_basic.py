@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from sklearn_cmm._math.basic import class_means, l2_normalize, loo_prototype_cosine, one_hot
+from sklearn_cmm._math.search import best_candidate, random_candidates
+from sklearn_cmm._math.tip_adapter import tip_adapter_logits
+
+
+def test_l2_normalize_rows_and_zero_rows():
+    X = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(l2_normalize(X), [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_class_means_matches_loop():
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(20, 3), rng.randint(0, 4, 20)
+    y[:4] = np.arange(4)
+    expected = np.array([X[y == k].mean(axis=0) for k in range(4)])
+    np.testing.assert_allclose(class_means(X, y, 4), expected)
+
+
+def test_one_hot():
+    np.testing.assert_array_equal(one_hot(np.array([1, 0]), 3), [[0, 1, 0], [1, 0, 0]])
+
+
+def _loo_reference(queries, items, y, n_classes):
+    scores = np.zeros((len(y), n_classes))
+    for i in range(len(y)):
+        for c in range(n_classes):
+            members = [j for j in range(len(y)) if y[j] == c and j != i]
+            if not members:
+                continue  # an empty class scores 0
+            proto = np.mean(items[members], axis=0)
+            scores[i, c] = queries[i] @ proto / np.linalg.norm(proto)
+    return scores
+
+
+@pytest.mark.parametrize("shots", [1, 3])
+def test_loo_prototype_cosine_matches_loop(shots):
+    rng = np.random.RandomState(1)
+    y = np.repeat(np.arange(4), shots)
+    queries = l2_normalize(rng.randn(len(y), 5))
+    items = rng.randn(len(y), 5)
+    np.testing.assert_allclose(
+        loo_prototype_cosine(queries, items, y, 4), _loo_reference(queries, items, y, 4)
+    )
+
+
+def test_tip_adapter_logits_matches_loop():
+    rng = np.random.RandomState(2)
+    zs, A = rng.randn(6, 3), rng.uniform(-1, 1, (6, 6))
+    labels = rng.randint(0, 3, 6)
+    expected = zs.copy()
+    expected_loo = zs.copy()
+    for i in range(6):
+        for j in range(6):
+            term = 0.7 * np.exp(-2.0 * (1 - A[i, j]))
+            expected[i, labels[j]] += term
+            if i != j:
+                expected_loo[i, labels[j]] += term
+    onehot = one_hot(labels, 3)
+    np.testing.assert_allclose(tip_adapter_logits(zs, A, onehot, 0.7, 2.0), expected)
+    np.testing.assert_allclose(
+        tip_adapter_logits(zs, A, onehot, 0.7, 2.0, leave_one_out=True), expected_loo
+    )
+
+
+def test_random_candidates_defaults_first_and_in_bounds():
+    cands = random_candidates({"a": (0.0, 2.0), "b": (5.0, 6.0)}, {"a": 9.0, "b": 9.0}, 50, 0)
+    assert cands[0] == {"a": 9.0, "b": 9.0}
+    assert len(cands) == 50
+    assert all(0 <= c["a"] <= 2 and 5 <= c["b"] <= 6 for c in cands[1:])
+    assert cands == random_candidates(
+        {"a": (0.0, 2.0), "b": (5.0, 6.0)}, {"a": 9.0, "b": 9.0}, 50, 0
+    )
+
+
+def test_best_candidate_first_among_equals():
+    y = np.array([0, 1])
+
+    def logits_of(flip):
+        return np.array([[1.0, 0.0], [0.0, 1.0]]) if flip < 1 else np.eye(2)[::-1]
+
+    best, accuracy = best_candidate(logits_of, [{"flip": 2}, {"flip": 0}, {"flip": 0.5}], y)
+    assert best == {"flip": 0} and accuracy == 1.0

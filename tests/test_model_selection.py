@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import cross_val_score
+
+from sklearn_cmm import ZeroShotClassifier
+from sklearn_cmm.model_selection import FewShotSplit, draw_shots
+
+
+def test_draw_shots_counts_disjoint_reproducible():
+    y = np.repeat(["a", "b", "c"], [5, 7, 9])
+    shots, rest = draw_shots(y, 3, random_state=0)
+    assert sorted(np.unique(y[shots], return_counts=True)[1]) == [3, 3, 3]
+    assert np.intersect1d(shots, rest).size == 0 and len(shots) + len(rest) == len(y)
+    np.testing.assert_array_equal(shots, draw_shots(y, 3, random_state=0)[0])
+    assert not np.array_equal(shots, draw_shots(y, 3, random_state=1)[0])
+
+
+def test_draw_shots_too_few_samples():
+    with pytest.raises(ValueError, match="fewer samples"):
+        draw_shots(np.array([0, 0, 1]), 2)
+
+
+def test_split_is_stratified_reproducible_and_disjoint():
+    y = np.repeat(np.arange(4), 10)
+    cv = FewShotSplit(n_shots=3, n_splits=4, random_state=0)
+    splits = list(cv.split(np.zeros((40, 2)), y))
+    assert len(splits) == cv.get_n_splits() == 4
+    for train, test in splits:
+        assert np.bincount(y[train]).tolist() == [3, 3, 3, 3]
+        assert np.intersect1d(train, test).size == 0 and len(test) == 28
+    again = list(cv.split(np.zeros((40, 2)), y))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(splits, again))
+    assert len({tuple(train) for train, _ in splits}) > 1
+
+
+@pytest.mark.parametrize("test_size, per_class", [(0.5, 4), (2, 2)])
+def test_test_size(test_size, per_class):
+    y = np.repeat(np.arange(3), 10)
+    cv = FewShotSplit(n_shots=2, n_splits=2, test_size=test_size, random_state=0)
+    for train, test in cv.split(np.zeros((30, 1)), y):
+        assert np.bincount(y[test]).tolist() == [per_class] * 3
+        assert np.intersect1d(train, test).size == 0
+
+
+def test_invalid_parameters_and_inputs():
+    with pytest.raises(ValueError):
+        FewShotSplit(n_shots=0)
+    with pytest.raises(ValueError, match="samples"):
+        next(FewShotSplit(2).split(np.zeros((3, 1)), [0, 1]))
+
+
+def test_works_with_cross_val_score():
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(3), 8)
+    X = np.eye(3, 5)[y] + 0.1 * rng.randn(24, 5)
+    scores = cross_val_score(
+        ZeroShotClassifier(text_encoder=None), X, y, cv=FewShotSplit(2, 3, random_state=0)
+    )
+    assert scores.shape == (3,) and np.all(scores > 0.5)
