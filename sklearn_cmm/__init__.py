@@ -6,13 +6,17 @@ are the baselines.
 """
 
 from .baselines import TipAdapterClassifier, ZeroShotClassifier
+from .cmm import CrossModalMappingClassifier
 from .metrics import modality_gap
+from .semobridge import SeMoBridgeClassifier
 from .text import CLIP_IMAGENET_TEMPLATES
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLIP_IMAGENET_TEMPLATES",
+    "CrossModalMappingClassifier",
+    "SeMoBridgeClassifier",
     "TipAdapterClassifier",
     "ZeroShotClassifier",
     "modality_gap",

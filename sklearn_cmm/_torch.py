@@ -45,8 +45,12 @@ def make_generator(random_state, device):
 
 
 def as_tensor(array, device):
-    """A numpy array as a ``TRAIN_DTYPE`` tensor on ``device``."""
-    return torch.as_tensor(np.ascontiguousarray(array), dtype=TRAIN_DTYPE, device=device)
+    """A copy of a numpy array as a ``TRAIN_DTYPE`` tensor on ``device``.
+
+    Copying (rather than sharing memory) keeps read-only inputs, such as memory-mapped
+    arrays, safe and silent.
+    """
+    return torch.tensor(np.asarray(array), dtype=TRAIN_DTYPE, device=device)
 
 
 def as_numpy(tensor):

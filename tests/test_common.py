@@ -2,12 +2,24 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier
+from sklearn_cmm import (
+    CrossModalMappingClassifier,
+    SeMoBridgeClassifier,
+    TipAdapterClassifier,
+    ZeroShotClassifier,
+)
 
 ESTIMATORS = [
     ZeroShotClassifier(text_encoder=None),
     TipAdapterClassifier(text_encoder=None),
     TipAdapterClassifier(text_encoder=None, search="cv", n_search_trials=20, random_state=0),
+    SeMoBridgeClassifier(text_encoder=None, random_state=0),
+    SeMoBridgeClassifier(text_encoder=None, search="cv", n_search_trials=20, random_state=0),
+    SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5, random_state=0),
+    CrossModalMappingClassifier(text_encoder=None, random_state=0),
+    CrossModalMappingClassifier(
+        text_encoder=None, init="identity", train_text=True, max_iter=5, random_state=0
+    ),
 ]
 
 

@@ -1,0 +1,309 @@
+"""SeMoBridge (Timmermann et al., 2025): bridge, scores, blend and SeMoBridge-T loss.
+
+Notation of ``shared/methods/semobridge.md``: ``f`` a raw image embedding (dim D), ``W`` CLIP's
+``text_projection`` (width x D), ``W_pinv`` its pseudo-inverse (D x width), ``T`` the unit
+class text prototypes, ``F_hat`` / ``F_bar`` the bridged / raw few-shot class prototypes.
+
+The scale ``s`` of the pseudo end-of-text token (mean norm of the pre-projection class text
+features) is left out everywhere: ``e = s * normalize(...)`` and ``f_hat = e @ W`` are only
+ever normalised (directly or through a class mean, which ``s`` scales as a whole), so ``s``
+cancels from every score, prototype and loss.
+"""
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from torch.nn.functional import cross_entropy, normalize
+
+from .basic import class_means, l2_normalize, loo_prototype_cosine
+
+
+def pinv_with_cutoff(W, cutoff):
+    """Pseudo-inverse of ``W`` by SVD, singular values not above ``cutoff`` treated as zero.
+
+    SeMoBridge's only regularisation: an absolute cut-off (0.3 in the paper), not the
+    relative ``rcond`` of :func:`numpy.linalg.pinv`.
+
+    Parameters
+    ----------
+    W : ndarray of shape (width, dim)
+        The text projection.
+    cutoff : float
+        Absolute threshold on the singular values.
+
+    Returns
+    -------
+    W_pinv : ndarray of shape (dim, width)
+        ``V_k diag(1 / s_k) U_k^T`` over the singular triplets with ``s_k > cutoff``
+        (zeros if there is none).
+    """
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    keep = s > cutoff
+    return (Vt[keep].T / s[keep]) @ U[:, keep].T
+
+
+def bridge(f, W_pinv, W, bias=None):
+    """The bridged embedding ``f_hat = normalize(f @ W_pinv + bias) @ W``.
+
+    ``f @ W_pinv + bias``, normalised, is the pseudo end-of-text token ``e`` (up to the
+    scale ``s``, which cancels in every use); projecting it with ``W`` gives an embedding
+    in the text modality.
+
+    Parameters
+    ----------
+    f : ndarray of shape (n_samples, dim)
+        Raw (not normalised) image embeddings.
+    W_pinv : ndarray of shape (dim, width)
+        (Cut-off or trained) pseudo-inverse of ``W``.
+    W : ndarray of shape (width, dim)
+        The text projection.
+    bias : ndarray of shape (n_samples, width) or (width,), default=None
+        Bias added before the normalisation (SeMoBridge-T's class bias of each sample's
+        class); None (the closed form, and every query at test time) adds nothing.
+
+    Returns
+    -------
+    f_hat : ndarray of shape (n_samples, dim)
+        Bridged embeddings, not normalised.
+    """
+    tokens = f @ W_pinv
+    if bias is not None:
+        tokens = tokens + bias
+    return l2_normalize(tokens) @ W
+
+
+def bridge_prototypes(f, f_hat, y_encoded, n_classes):
+    """The bridged and the raw few-shot class prototypes.
+
+    Parameters
+    ----------
+    f : ndarray of shape (n_samples, dim)
+        Raw few-shot image embeddings (not normalised before the mean).
+    f_hat : ndarray of shape (n_samples, dim)
+        Their bridged embeddings (:func:`bridge`).
+    y_encoded : ndarray of shape (n_samples,)
+        Class indices in ``0 .. n_classes - 1``.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    F_hat : ndarray of shape (n_classes, dim)
+        ``normalize(mean_k f_hat_{c,k})``.
+    F_bar : ndarray of shape (n_classes, dim)
+        ``normalize(mean_k f_{c,k})``.
+    """
+    return (
+        l2_normalize(class_means(f_hat, y_encoded, n_classes)),
+        l2_normalize(class_means(f, y_encoded, n_classes)),
+    )
+
+
+def class_weights(F_bar, T, smoothness):
+    """SeMoBridge's per-class weights, larger where image prototypes miss their own text.
+
+    ``p_c = softmax_j(F_bar_c . T_j)`` (no temperature),
+    ``D_c = log2((1 + 1e-6) / (p_cc + 1e-6))``, ``w_c = exp(smoothness * D_c)``.
+
+    Parameters
+    ----------
+    F_bar : ndarray of shape (n_classes, dim)
+        Unit raw image class prototypes.
+    T : ndarray of shape (n_classes, dim)
+        Unit class text prototypes, in the same class order.
+    smoothness : float
+        Strength of the weighting; 0 gives every class weight 1.
+
+    Returns
+    -------
+    w : ndarray of shape (n_classes,)
+        The weight ``w_c`` of each class.
+    """
+    p_own = np.diag(softmax(F_bar @ T.T, axis=1))
+    divergence = np.log2((1 + 1e-6) / (p_own + 1e-6))
+    return np.exp(smoothness * divergence)
+
+
+def score_matrices(f, f_hat, T, F_hat, F_bar):
+    """The three cosine score matrices of SeMoBridge for queries ``f``.
+
+    Parameters
+    ----------
+    f : ndarray of shape (n_queries, dim)
+        Raw query embeddings.
+    f_hat : ndarray of shape (n_queries, dim)
+        The queries bridged without bias (:func:`bridge`).
+    T, F_hat, F_bar : ndarray of shape (n_classes, dim)
+        Unit text, bridged few-shot and raw few-shot class prototypes.
+
+    Returns
+    -------
+    z1 : ndarray of shape (n_queries, n_classes)
+        ``normalize(f) . T_c``, the zero-shot score.
+    z2 : ndarray of shape (n_queries, n_classes)
+        ``normalize(f) . F_hat_c``.
+    z3 : ndarray of shape (n_queries, n_classes)
+        ``normalize(f_hat) . F_bar_c``.
+    """
+    queries = l2_normalize(f)
+    return queries @ T.T, queries @ F_hat.T, l2_normalize(f_hat) @ F_bar.T
+
+
+def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None):
+    """:func:`score_matrices` of the few-shot images, each left out of its own prototypes.
+
+    For cross-validating the blend weights on the training shots: shot ``i``'s score for
+    its own class uses prototypes built without shot ``i`` (see
+    :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`; a class left empty scores 0).
+
+    Parameters
+    ----------
+    f : ndarray of shape (n_samples, dim)
+        Raw few-shot embeddings.
+    f_hat : ndarray of shape (n_samples, dim)
+        Them bridged without bias, as queries are.
+    f_hat_shots : ndarray of shape (n_samples, dim)
+        Them bridged as for the prototypes (with SeMoBridge-T's class bias, if any).
+    y_encoded : ndarray of shape (n_samples,)
+        Class index of each shot.
+    n_classes : int
+        Number of classes.
+    T : ndarray of shape (n_classes, dim) or None, default=None
+        Unit text prototypes; None when the zero-shot prototypes are the image class means
+        ``normalize(mean normalize(f))``, which are then left out the same way.
+
+    Returns
+    -------
+    z1, z2, z3 : ndarray of shape (n_samples, n_classes)
+        The score matrices of :func:`score_matrices`, leave-one-out.
+    """
+    queries = l2_normalize(f)
+    if T is None:
+        z1 = loo_prototype_cosine(queries, queries, y_encoded, n_classes)
+    else:
+        z1 = queries @ T.T
+    z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes)
+    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes)
+    return z1, z2, z3
+
+
+def semobridge_logits(z1, z2, z3, w, alpha, beta, gamma, lambda1, lambda2, lambda3):
+    """SeMoBridge's final logits from its three score matrices.
+
+    ``lambda1 exp(-alpha (1 - z1)) + lambda2 w_c exp(-beta (1 - z2))
+    + lambda3 w_c exp(-gamma (1 - z3))``.
+
+    Parameters
+    ----------
+    z1, z2, z3 : ndarray of shape (n_queries, n_classes)
+        Score matrices (:func:`score_matrices`).
+    w : ndarray of shape (n_classes,)
+        Class weights (:func:`class_weights`).
+    alpha, beta, gamma : float
+        Sharpness of each score's kernel.
+    lambda1, lambda2, lambda3 : float
+        Weight of each term.
+
+    Returns
+    -------
+    logits : ndarray of shape (n_queries, n_classes)
+        The blended class scores.
+    """
+    return lambda1 * np.exp(-alpha * (1.0 - z1)) + w * (
+        lambda2 * np.exp(-beta * (1.0 - z2)) + lambda3 * np.exp(-gamma * (1.0 - z3))
+    )
+
+
+def semobridge_t_loss(
+    f,
+    y,
+    W_pinv,
+    W,
+    bias,
+    T,
+    text_pre,
+    *,
+    n_classes,
+    image_weight=0.5,
+    text_weight=0.5,
+    consistency_weight=0.1,
+    bias_norm_weight=0.1,
+    image_logit_scale=100.0,
+):
+    """SeMoBridge-T's training loss on the few-shot images (torch tensors).
+
+    With ``e_i = normalize(f_i @ W_pinv + b_{y_i})``, ``f_hat_i = e_i @ W`` and the class
+    prototypes ``F_hat_c = normalize(mean_{y_i = c} f_hat_i)``, ``E_c = normalize(mean e_i)``,
+    every term a mean cross-entropy without label smoothing:
+
+    - ``img``: logits ``image_logit_scale * cos(f_i, F_hat_c)``, target ``y_i``;
+    - ``txtp``: logits ``cos(F_hat_c, T_j)``, target ``c``;
+    - ``txte``: logits ``cos(E_c, text_pre_j)``, target ``c``;
+    - ``consistency``: logits ``cos(f_hat_i, F_hat_c)``, target ``y_i``;
+    - ``bias_norm``: the (population) variance of ``||b_c||`` over classes, 0 without bias;
+
+    ``total = image_weight img + text_weight (txtp + txte) / 2
+    + consistency_weight consistency + bias_norm_weight bias_norm``.
+
+    Parameters
+    ----------
+    f : torch.Tensor of shape (n_samples, dim)
+        Raw few-shot image embeddings.
+    y : torch.Tensor of shape (n_samples,), int
+        Their class indices; every class in ``0 .. n_classes - 1`` must occur.
+    W_pinv : torch.Tensor of shape (dim, width)
+        The trained pseudo-inverse.
+    W : torch.Tensor of shape (width, dim)
+        The frozen text projection.
+    bias : torch.Tensor of shape (n_classes, width) or None
+        The class-specific bias.
+    T : torch.Tensor of shape (n_classes, dim)
+        Class text prototypes (normalised here).
+    text_pre : torch.Tensor of shape (n_classes, width)
+        Class text features before the projection (normalised here).
+    n_classes : int
+        Number of classes.
+    image_weight, text_weight, consistency_weight, bias_norm_weight : float
+        Weights of the terms.
+    image_logit_scale : float, default=100.0
+        Temperature of the ``img`` term (CLIP's logit scale).
+
+    Returns
+    -------
+    total : torch.Tensor
+        Scalar loss.
+    terms : dict of str -> torch.Tensor
+        The unweighted terms ``img``, ``txtp``, ``txte``, ``consistency``, ``bias_norm``.
+    """
+    tokens = f @ W_pinv
+    if bias is not None:
+        tokens = tokens + bias[y]
+    e = normalize(tokens, dim=1)
+    f_hat = e @ W
+    counts = torch.bincount(y, minlength=n_classes).to(f.dtype)[:, None]
+
+    def class_mean(rows):
+        sums = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype, device=rows.device)
+        return sums.index_add(0, y, rows) / counts
+
+    F_hat = normalize(class_mean(f_hat), dim=1)
+    E = normalize(class_mean(e), dim=1)
+    classes = torch.arange(n_classes, device=f.device)
+    terms = {
+        "img": cross_entropy(image_logit_scale * normalize(f, dim=1) @ F_hat.T, y),
+        "txtp": cross_entropy(F_hat @ normalize(T, dim=1).T, classes),
+        "txte": cross_entropy(E @ normalize(text_pre, dim=1).T, classes),
+        "consistency": cross_entropy(normalize(f_hat, dim=1) @ F_hat.T, y),
+        "bias_norm": (
+            torch.zeros((), dtype=f.dtype, device=f.device)
+            if bias is None
+            else torch.var(torch.linalg.vector_norm(bias, dim=1), correction=0)
+        ),
+    }
+    total = (
+        image_weight * terms["img"]
+        + text_weight * (terms["txtp"] + terms["txte"]) / 2
+        + consistency_weight * terms["consistency"]
+        + bias_norm_weight * terms["bias_norm"]
+    )
+    return total, terms

@@ -1,0 +1,276 @@
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, modality_gap
+from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_identity
+from sklearn_cmm.model_selection import FewShotSplit
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny problems: threads only add synchronisation (and spin-waiting on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _unit(A):
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def gap_problem(seed=0, n_classes=8, dim=32, n_train=8, n_test=30, gap=1.5, distortion=1.0):
+    """Images and class texts in two shifted cones, the image side also distorted.
+
+    Class directions ``mu_c`` are random unit vectors; text ``t_c = mu_c + g_text`` and
+    images ``x = mu_c A + g_image + noise`` with different fixed offsets of norm ``gap``
+    (the modality gap) and a random linear distortion ``A`` near the identity, so that
+    zero-shot classification is mediocre. Returns train and test sets and the texts.
+    """
+    rng = np.random.RandomState(seed)
+    mu = _unit(rng.randn(n_classes, dim))
+
+    def offset():
+        g = rng.randn(dim)
+        return gap * g / np.linalg.norm(g)
+
+    g_text, g_image = offset(), offset()
+    distort = np.eye(dim) + distortion * rng.randn(dim, dim) / np.sqrt(dim)
+
+    def images(per_class):
+        y = np.repeat(np.arange(n_classes), per_class)
+        return mu[y] @ distort + g_image + 0.25 * rng.randn(len(y), dim), y
+
+    X_train, y_train = images(n_train)
+    X_test, y_test = images(n_test)
+    return X_train, y_train, X_test, y_test, mu + g_text
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_beats_zero_shot_and_shrinks_the_gap(seed):
+    X, y, X_test, y_test, T = gap_problem(seed)
+    zero_shot = ZeroShotClassifier(text_features=T).fit(X, y).score(X_test, y_test)
+    clf = CrossModalMappingClassifier(text_features=T, random_state=0).fit(X, y)
+    assert clf.score(X_test, y_test) > zero_shot
+    assert modality_gap(clf.transform(X_test), T) < modality_gap(X_test, T)
+    assert clf.prototype_source_ == "text"
+    assert clf.loss_curve_.shape == (clf.max_iter,) == (clf.n_iter_,)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_max_iter_zero_is_the_closed_form():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0, ridge=0.3).fit(X, y)
+    Tn = _unit(T)
+    expected = ridge_map_to_identity(_unit(X), Tn[y], 0.3)
+    # float64 end to end (a float32 round trip would be off by ~1e-8)
+    np.testing.assert_allclose(clf.mapping_, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(clf.prototypes_, Tn)
+    np.testing.assert_allclose(clf.zero_shot_prototypes_, Tn)
+    logits = 100.0 * _unit(_unit(X) @ expected) @ Tn.T + 1.0 * 100.0 * _unit(X) @ Tn.T
+    np.testing.assert_allclose(clf.decision_function(X), logits, rtol=1e-12)
+    assert clf.loss_curve_.shape == (0,)
+
+
+@pytest.mark.parametrize("zero_shot_weight", [0.0, 1.0, 2.5])
+def test_identity_without_training_is_zero_shot(zero_shot_weight):
+    # W = I and T = T0: logits = (1 + zero_shot_weight) * logit_scale * cos(x, T0).
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    clf = CrossModalMappingClassifier(
+        text_features=T, init="identity", max_iter=0, logit_scale=50.0,
+        zero_shot_weight=zero_shot_weight,
+    ).fit(X, y)
+    zero_shot = ZeroShotClassifier(
+        text_features=T, logit_scale=(1 + zero_shot_weight) * 50.0
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        clf.decision_function(X_test), zero_shot.decision_function(X_test), rtol=1e-12
+    )
+    np.testing.assert_array_equal(clf.predict(X_test), zero_shot.predict(X_test))
+    np.testing.assert_allclose(clf.transform(X_test), _unit(X_test))
+
+
+def test_decision_function_is_the_fused_logits():
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    clf = CrossModalMappingClassifier(
+        text_features=T, max_iter=5, logit_scale=30.0, zero_shot_weight=0.4, train_text=True
+    ).fit(X, y)
+    expected = cmm_logits(X_test, clf.mapping_, clf.prototypes_, _unit(T), 30.0, 0.4)
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-12)
+    proba = np.exp(expected - expected.max(1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X_test), proba / proba.sum(1, keepdims=True))
+    np.testing.assert_array_equal(clf.predict(X_test), np.argmax(expected, axis=1))
+
+
+def test_train_text_refines_the_prototypes():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    frozen = CrossModalMappingClassifier(text_features=T, max_iter=10).fit(X, y)
+    trained = CrossModalMappingClassifier(text_features=T, max_iter=10, train_text=True).fit(X, y)
+    np.testing.assert_allclose(frozen.prototypes_, _unit(T))
+    np.testing.assert_allclose(trained.zero_shot_prototypes_, _unit(T))
+    assert not np.allclose(trained.prototypes_, _unit(T))
+    np.testing.assert_allclose(np.linalg.norm(trained.prototypes_, axis=1), 1.0)
+
+
+def test_weight_decay_pulls_toward_the_start_not_zero():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    start = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y).mapping_
+    # With a learning rate of ~0 only decay could move W; it acts on W - start, so W stays.
+    clf = CrossModalMappingClassifier(
+        text_features=T, max_iter=20, learning_rate=1e-12, weight_decay=1e6
+    ).fit(X, y)
+    np.testing.assert_allclose(clf.mapping_, start, atol=1e-6)
+
+
+def test_text_free_maps_onto_image_means():
+    X, y, X_test, y_test, _ = gap_problem()
+    clf = CrossModalMappingClassifier(text_encoder=None).fit(X, y)
+    assert clf.prototype_source_ == "image_means"
+    means = _unit(np.array([_unit(X)[y == k].mean(0) for k in range(8)]))
+    np.testing.assert_allclose(clf.zero_shot_prototypes_, means)
+    assert clf.score(X_test, y_test) > 0.8
+
+
+def test_transform_is_unit_and_shaped():
+    X, y, X_test, _, T = gap_problem(n_classes=3, dim=10, n_train=4)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=5).fit(X, y)
+    mapped = clf.transform(X_test)
+    assert mapped.shape == X_test.shape and mapped.dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(mapped, axis=1), 1.0)
+    np.testing.assert_allclose(mapped, _unit(_unit(X_test) @ clf.mapping_))
+
+
+def test_same_seed_same_model():
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=6)
+    params = dict(text_features=T, n_shots=3, max_iter=15, train_text=True, random_state=3)
+    a = CrossModalMappingClassifier(**params).fit(X, y)
+    b = CrossModalMappingClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(a.mapping_, b.mapping_)
+    np.testing.assert_array_equal(a.prototypes_, b.prototypes_)
+    np.testing.assert_array_equal(a.decision_function(X_test), b.decision_function(X_test))
+
+
+def test_float32_and_float64_input():
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=4)
+    a = CrossModalMappingClassifier(text_features=T, max_iter=5).fit(X, y)
+    b = CrossModalMappingClassifier(text_features=T.astype(np.float32), max_iter=5).fit(
+        X.astype(np.float32), y
+    )
+    assert b.mapping_.dtype == np.float64 and b.decision_function(X_test).dtype == np.float64
+    np.testing.assert_allclose(
+        a.decision_function(X_test), b.decision_function(X_test.astype(np.float32)), atol=1e-3
+    )
+
+
+def test_dataframe_input():
+    X, y, X_test, _, T = gap_problem(n_classes=3, dim=6, n_train=4)
+    columns = [f"f{i}" for i in range(6)]
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=5)
+    clf.fit(pd.DataFrame(X, columns=columns), pd.Series(y))
+    np.testing.assert_array_equal(clf.feature_names_in_, columns)
+    ref = clone(clf).fit(X, y)
+    np.testing.assert_allclose(
+        clf.decision_function(pd.DataFrame(X_test, columns=columns)),
+        ref.decision_function(X_test),
+    )
+
+
+def test_pickle_round_trip_holds_numpy_only():
+    X, y, X_test, _, T = gap_problem(n_classes=3, dim=8, n_train=4)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=5, train_text=True).fit(X, y)
+    for name in ("mapping_", "prototypes_", "zero_shot_prototypes_", "loss_curve_"):
+        assert type(getattr(clf, name)) is np.ndarray
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.decision_function(X_test), clf.decision_function(X_test))
+    np.testing.assert_array_equal(restored.transform(X_test), clf.transform(X_test))
+
+
+def test_string_labels_and_two_classes():
+    X, y, X_test, _, T = gap_problem(n_classes=2, dim=8, n_train=5)
+    labels = np.array(["cat", "dog"])
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=5).fit(X, labels[y])
+    assert clf.decision_function(X_test).shape == (len(X_test),)
+    assert set(clf.predict(X_test)) <= {"cat", "dog"}
+
+
+def test_grid_search_over_shots_and_triplet_weight():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=10)
+    search = GridSearchCV(
+        CrossModalMappingClassifier(text_features=T, max_iter=10, random_state=0),
+        {"n_shots": [1, 2, 4], "triplet_weight": [0.1, 1.0]},
+        cv=FewShotSplit(n_shots=5, n_splits=2, random_state=0),
+    ).fit(X, y)
+    assert search.best_params_["n_shots"] in (1, 2, 4)
+    assert search.best_params_["triplet_weight"] in (0.1, 1.0)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_.n_features_in_ == 12
+
+
+def test_verbose_shows_a_progress_bar(capsys):
+    X, y, _, _, T = gap_problem(n_classes=3, dim=6, n_train=3)
+    CrossModalMappingClassifier(text_features=T, max_iter=3, verbose=True).fit(X, y)
+    assert "CrossModalMappingClassifier" in capsys.readouterr().err
+    CrossModalMappingClassifier(text_features=T, max_iter=3).fit(X, y)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"init": "random"},
+        {"ridge": 0.0},
+        {"max_iter": -1},
+        {"max_iter": 2.5},
+        {"learning_rate": 0.0},
+        {"weight_decay": -1.0},
+        {"triplet_weight": -0.1},
+        {"margin": -0.1},
+        {"logit_scale": 0.0},
+        {"zero_shot_weight": -1.0},
+        {"train_text": "yes"},
+        {"device": 0},
+        {"n_shots": 0},
+    ],
+)
+def test_invalid_parameters(params):
+    X, y, _, _, T = gap_problem(n_classes=3, dim=6, n_train=3)
+    with pytest.raises(InvalidParameterError):
+        CrossModalMappingClassifier(text_features=T, **params).fit(X, y)
+
+
+def test_bad_device_and_missing_cuda():
+    X, y, _, _, T = gap_problem(n_classes=3, dim=6, n_train=3)
+    with pytest.raises(ValueError, match="device"):
+        CrossModalMappingClassifier(text_features=T, device="gpu").fit(X, y)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            CrossModalMappingClassifier(text_features=T, device="cuda").fit(X, y)
+    clf = CrossModalMappingClassifier(text_features=T, device="cpu", max_iter=2).fit(X, y)
+    assert clf.mapping_.shape == (6, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_matches_cpu_and_predicts_in_numpy():
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=4)
+    gpu = CrossModalMappingClassifier(text_features=T, device="cuda", max_iter=10).fit(X, y)
+    cpu = CrossModalMappingClassifier(text_features=T, device="cpu", max_iter=10).fit(X, y)
+    assert type(gpu.mapping_) is np.ndarray
+    np.testing.assert_allclose(gpu.mapping_, cpu.mapping_, atol=1e-4)
+    restored = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_array_equal(restored.predict(X_test), gpu.predict(X_test))
+
+
+def test_text_dimension_mismatch():
+    X, y, _, _, T = gap_problem(n_classes=3, dim=6, n_train=3)
+    with pytest.raises(ValueError):
+        CrossModalMappingClassifier(text_features=T[:, :5]).fit(X, y)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y)
+    with pytest.raises(ValueError):
+        clf.transform(X[:, :5])

@@ -1,0 +1,260 @@
+"""SeMoBridge's pure functions against slow, obvious references (loops, explicit SVD)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_cmm._math.semobridge import (
+    bridge,
+    bridge_prototypes,
+    class_weights,
+    loo_score_matrices,
+    pinv_with_cutoff,
+    score_matrices,
+    semobridge_logits,
+    semobridge_t_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny tensors: threads only add spin-waiting on a busy machine.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+def unit(v):
+    return v / math.sqrt(sum(x * x for x in v))
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def vec_mat(v, M):
+    """Row vector times matrix, by loops."""
+    return np.array([sum(v[i] * M[i, j] for i in range(M.shape[0])) for j in range(M.shape[1])])
+
+
+def mean_rows(rows):
+    rows = list(rows)
+    return np.array([sum(r[j] for r in rows) / len(rows) for j in range(len(rows[0]))])
+
+
+def log_softmax_at(logits, target):
+    top = max(logits)
+    return logits[target] - top - math.log(sum(math.exp(v - top) for v in logits))
+
+
+def matrix_with_singular_values(rng, shape, singular_values):
+    U = np.linalg.qr(rng.randn(shape[0], shape[0]))[0][:, : len(singular_values)]
+    V = np.linalg.qr(rng.randn(shape[1], shape[1]))[0][:, : len(singular_values)]
+    return (U * singular_values) @ V.T
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.RandomState(0)
+    n_classes, dim, width = 4, 6, 5
+    W = matrix_with_singular_values(rng, (width, dim), [2.5, 1.4, 0.9, 0.25, 0.1])
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 3])
+    f = 3.0 * rng.randn(len(y), dim) + 1.0
+    T = rng.randn(n_classes, dim)
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    return rng, W, y, f, T, n_classes
+
+
+def test_pinv_with_cutoff_matches_explicit_svd(problem):
+    _, W, *_ = problem
+    U, s, Vt = np.linalg.svd(W)
+    for cutoff in [0.0, 0.3, 1.0]:
+        expected = np.zeros((W.shape[1], W.shape[0]))
+        for k in range(len(s)):
+            if s[k] > cutoff:
+                expected += np.outer(Vt[k], U[:, k]) / s[k]
+        got = pinv_with_cutoff(W, cutoff)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+        assert np.linalg.matrix_rank(got) == int(np.sum(s > cutoff))
+    np.testing.assert_allclose(pinv_with_cutoff(W, 0.0), np.linalg.pinv(W), atol=1e-10)
+    assert not pinv_with_cutoff(W, 10.0).any()
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bridge_matches_loop(problem, with_bias):
+    rng, W, y, f, *_ = problem
+    W_pinv = pinv_with_cutoff(W, 0.3)
+    bias = rng.randn(len(f), W.shape[0]) if with_bias else None
+    expected = []
+    for i in range(len(f)):
+        token = vec_mat(f[i], W_pinv)
+        if with_bias:
+            token = token + bias[i]
+        expected.append(vec_mat(unit(token), W))
+    np.testing.assert_allclose(bridge(f, W_pinv, W, bias), np.array(expected), atol=1e-12)
+
+
+def test_bridge_prototypes_match_loop(problem):
+    rng, W, y, f, T, n_classes = problem
+    f_hat = rng.randn(*f.shape)
+    F_hat, F_bar = bridge_prototypes(f, f_hat, y, n_classes)
+    for c in range(n_classes):
+        members = [i for i in range(len(y)) if y[i] == c]
+        np.testing.assert_allclose(F_hat[c], unit(mean_rows(f_hat[i] for i in members)))
+        np.testing.assert_allclose(F_bar[c], unit(mean_rows(f[i] for i in members)))
+
+
+def test_class_weights_match_loop(problem):
+    rng, W, y, f, T, n_classes = problem
+    F_bar = rng.randn(n_classes, f.shape[1])
+    F_bar /= np.linalg.norm(F_bar, axis=1, keepdims=True)
+    for smoothness in [0.0, 0.7, 1.5]:
+        expected = []
+        for c in range(n_classes):
+            scores = [dot(F_bar[c], T[j]) for j in range(n_classes)]
+            p_cc = math.exp(scores[c]) / sum(math.exp(v) for v in scores)
+            divergence = math.log2((1 + 1e-6) / (p_cc + 1e-6))
+            expected.append(math.exp(smoothness * divergence))
+        np.testing.assert_allclose(class_weights(F_bar, T, smoothness), expected, rtol=1e-12)
+    np.testing.assert_allclose(class_weights(F_bar, T, 0.0), 1.0)
+
+
+def test_score_matrices_match_loop(problem):
+    rng, W, y, f, T, n_classes = problem
+    f_hat = rng.randn(*f.shape)
+    F_hat = np.array([unit(v) for v in rng.randn(n_classes, f.shape[1])])
+    F_bar = np.array([unit(v) for v in rng.randn(n_classes, f.shape[1])])
+    z1, z2, z3 = score_matrices(f, f_hat, T, F_hat, F_bar)
+    for i in range(len(f)):
+        for c in range(n_classes):
+            assert z1[i, c] == pytest.approx(dot(unit(f[i]), T[c]))
+            assert z2[i, c] == pytest.approx(dot(unit(f[i]), F_hat[c]))
+            assert z3[i, c] == pytest.approx(dot(unit(f_hat[i]), F_bar[c]))
+
+
+@pytest.mark.parametrize("text", [True, False])
+def test_loo_score_matrices_match_loop(problem, text):
+    rng, W, y, f, T, n_classes = problem
+    f_hat = rng.randn(*f.shape)
+    f_hat_shots = rng.randn(*f.shape)
+    z1, z2, z3 = loo_score_matrices(f, f_hat, f_hat_shots, y, n_classes, T if text else None)
+
+    def prototype(rows, c, without):
+        members = [rows[k] for k in range(len(y)) if y[k] == c and k != without]
+        return unit(mean_rows(members))
+
+    for i in range(len(f)):
+        for c in range(n_classes):
+            left_out = i if c == y[i] else None
+            zero_shot = T[c] if text else prototype([unit(r) for r in f], c, left_out)
+            assert z1[i, c] == pytest.approx(dot(unit(f[i]), zero_shot))
+            assert z2[i, c] == pytest.approx(dot(unit(f[i]), prototype(f_hat_shots, c, left_out)))
+            assert z3[i, c] == pytest.approx(dot(unit(f_hat[i]), prototype(f, c, left_out)))
+
+
+def test_loo_scores_of_a_single_shot_class_are_zero(problem):
+    rng, W, y, f, T, n_classes = problem
+    y = np.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3])  # class 0 has one shot
+    z1, z2, z3 = loo_score_matrices(f, f, f, y, n_classes)
+    assert z1[0, 0] == z2[0, 0] == z3[0, 0] == 0.0
+
+
+def test_semobridge_logits_match_loop(problem):
+    rng, *_ = problem
+    z1, z2, z3 = rng.uniform(-1, 1, (3, 5, 4))
+    w = rng.uniform(0.5, 3, 4)
+    params = dict(alpha=2.0, beta=7.5, gamma=0.3, lambda1=0.4, lambda2=0.9, lambda3=0.2)
+    got = semobridge_logits(z1, z2, z3, w, **params)
+    for i in range(5):
+        for c in range(4):
+            expected = (
+                params["lambda1"] * math.exp(-params["alpha"] * (1 - z1[i, c]))
+                + params["lambda2"] * w[c] * math.exp(-params["beta"] * (1 - z2[i, c]))
+                + params["lambda3"] * w[c] * math.exp(-params["gamma"] * (1 - z3[i, c]))
+            )
+            assert got[i, c] == pytest.approx(expected, rel=1e-12)
+
+
+def reference_t_loss(f, y, W_pinv, W, bias, T, text_pre, n_classes, weights):
+    """SeMoBridge-T's loss, term by term from the method notes, with loops."""
+    tokens = []
+    for i in range(len(f)):
+        token = vec_mat(f[i], W_pinv)
+        if bias is not None:
+            token = token + bias[y[i]]
+        tokens.append(unit(token))
+    f_hat = [vec_mat(e, W) for e in tokens]
+    members = [[i for i in range(len(y)) if y[i] == c] for c in range(n_classes)]
+    F_hat = [unit(mean_rows(f_hat[i] for i in m)) for m in members]
+    E = [unit(mean_rows(tokens[i] for i in m)) for m in members]
+    T = [unit(t) for t in T]
+    text_pre = [unit(t) for t in text_pre]
+
+    def ce(rows, targets):
+        return -sum(log_softmax_at(r, t) for r, t in zip(rows, targets)) / len(rows)
+
+    img = ce(
+        [[100 * dot(unit(f[i]), F_hat[c]) for c in range(n_classes)] for i in range(len(f))], y
+    )
+    txtp = ce([[dot(F_hat[c], T[j]) for j in range(n_classes)] for c in range(n_classes)],
+              range(n_classes))
+    txte = ce([[dot(E[c], text_pre[j]) for j in range(n_classes)] for c in range(n_classes)],
+              range(n_classes))
+    consistency = ce(
+        [[dot(unit(f_hat[i]), F_hat[c]) for c in range(n_classes)] for i in range(len(f))], y
+    )
+    if bias is None:
+        bias_norm = 0.0
+    else:
+        norms = [math.sqrt(dot(b, b)) for b in bias]
+        mean = sum(norms) / len(norms)
+        bias_norm = sum((v - mean) ** 2 for v in norms) / len(norms)
+    terms = dict(img=img, txtp=txtp, txte=txte, consistency=consistency, bias_norm=bias_norm)
+    total = (
+        weights[0] * img + weights[1] * (txtp + txte) / 2 + weights[2] * consistency
+        + weights[3] * bias_norm
+    )
+    return total, terms
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("weights", [(0.5, 0.5, 0.1, 0.1), (1.0, 0.2, 0.7, 2.0)])
+def test_semobridge_t_loss_matches_formula(problem, with_bias, weights):
+    rng, W, y, f, T, n_classes = problem
+    W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
+    bias = rng.randn(n_classes, W.shape[0]) if with_bias else None
+    text_pre = rng.randn(n_classes, W.shape[0])
+    expected_total, expected_terms = reference_t_loss(
+        f, y, W_pinv, W, bias, T, text_pre, n_classes, weights
+    )
+    t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    total, terms = semobridge_t_loss(
+        t(f), torch.as_tensor(y), t(W_pinv), t(W), t(bias), t(3.0 * T), t(text_pre),
+        n_classes=n_classes,
+        image_weight=weights[0],
+        text_weight=weights[1],
+        consistency_weight=weights[2],
+        bias_norm_weight=weights[3],
+    )
+    assert total.item() == pytest.approx(expected_total, rel=1e-10)
+    for name, value in expected_terms.items():
+        assert terms[name].item() == pytest.approx(value, rel=1e-10, abs=1e-12)
+    if with_bias:
+        assert expected_terms["bias_norm"] > 0
+
+
+def test_semobridge_t_loss_is_differentiable_at_zero_bias(problem):
+    rng, W, y, f, T, n_classes = problem
+    W_pinv = torch.tensor(pinv_with_cutoff(W, 0.3), requires_grad=True)
+    bias = torch.zeros(n_classes, W.shape[0], dtype=torch.float64, requires_grad=True)
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    total, _ = semobridge_t_loss(
+        t(f), torch.as_tensor(y), W_pinv, t(W), bias, t(T), t(rng.randn(n_classes, W.shape[0])),
+        n_classes=n_classes,
+    )
+    total.backward()
+    assert torch.isfinite(W_pinv.grad).all() and torch.isfinite(bias.grad).all()
+    assert bias.grad.abs().sum() > 0

@@ -1,0 +1,382 @@
+"""SeMoBridgeClassifier: the method notes' formulas, its modes, search and scikit-learn use."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from sklearn_cmm import SeMoBridgeClassifier, ZeroShotClassifier
+from sklearn_cmm.model_selection import FewShotSplit, draw_shots
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny tensors: threads only add spin-waiting on a busy machine.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+def modality_gap_problem(seed, n_classes=10, dim=24, n_per_class=30, text_noise=1.0,
+                         image_noise=1.5):
+    """Images and class texts in shifted cones, with a CLIP-like text projection.
+
+    ``W = U diag(s) V^T`` has half its singular values in [1, 2] and half in [0.02, 0.2]
+    (below the 0.3 cut-off). Class directions ``mu_c`` and the text offset live in the span
+    of the strong right singular vectors (text embeddings are ``x @ W``); the images carry
+    an extra offset ``g_i`` in the weak directions, which the cut-off bridge removes. Texts
+    are noisy, so few-shot images help; image norms vary, as CLIP's do.
+    """
+    rng = np.random.RandomState(seed)
+    U = np.linalg.qr(rng.randn(dim, dim))[0]
+    V = np.linalg.qr(rng.randn(dim, dim))[0]
+    k = dim // 2
+    W = (U * np.r_[rng.uniform(1, 2, k), rng.uniform(0.02, 0.2, dim - k)]) @ V.T
+    strong, weak = V[:, :k], V[:, k:]
+    mu = rng.randn(n_classes, k) @ strong.T
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    g_t = 0.5 * strong @ rng.randn(k) / np.sqrt(k)
+    g_i = 1.5 * weak @ rng.randn(dim - k) / np.sqrt(dim - k)
+    text = mu + g_t + text_noise * (rng.randn(n_classes, k) @ strong.T) / np.sqrt(k)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = mu[y] + g_i + image_noise * rng.randn(len(y), dim) / np.sqrt(dim)
+    X *= rng.uniform(5, 15, (len(y), 1))
+    return X, y, text, W
+
+
+def explicit_pinv(W, cutoff):
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    inverse = np.zeros((W.shape[1], W.shape[0]))
+    for k in range(len(s)):
+        if s[k] > cutoff:
+            inverse += np.outer(Vt[k], U[:, k]) / s[k]
+    return inverse
+
+
+def normalize(A):
+    return A / np.linalg.norm(A, axis=-1, keepdims=True)
+
+
+def notes_logits(X_train, y_train, text, W, X_test, p, W_pinv=None, bias=None):
+    """The final logits of shared/methods/semobridge.md, line by line."""
+    classes = np.unique(y_train)
+    if W_pinv is None:
+        W_pinv = explicit_pinv(W, p["pinv_cutoff"])                   # 1. W_pinv = pinv(W)
+    shot_bias = 0.0 if bias is None else bias[np.searchsorted(classes, y_train)]
+    f_hat_shots = normalize(X_train @ W_pinv + shot_bias) @ W         # 2. f_hat = e @ W (s=1)
+    F_hat = normalize(np.array([f_hat_shots[y_train == c].mean(0) for c in classes]))  # 3.
+    F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in classes]))
+    T = normalize(text)
+    q_bar = normalize(X_test)
+    z1 = q_bar @ T.T
+    z2 = q_bar @ F_hat.T
+    z3 = normalize(normalize(X_test @ W_pinv) @ W) @ F_bar.T          # query bridged, no bias
+    logits_pc = F_bar @ T.T
+    p_c = np.exp(logits_pc) / np.exp(logits_pc).sum(1, keepdims=True)
+    D = np.log2((1 + 1e-6) / (np.diag(p_c) + 1e-6))
+    w = np.exp(p["smoothness"] * D)
+    return (
+        p["lambda1"] * np.exp(-p["alpha"] * (1 - z1))
+        + p["lambda2"] * w * np.exp(-p["beta"] * (1 - z2))
+        + p["lambda3"] * w * np.exp(-p["gamma"] * (1 - z3))
+    )
+
+
+BLEND = dict(alpha=2.5, beta=4.0, gamma=0.7, lambda1=0.3, lambda2=0.9, lambda3=0.6,
+             smoothness=0.8, pinv_cutoff=0.3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, text, W = modality_gap_problem(0, n_classes=5, n_per_class=12)
+    train, test = draw_shots(y, 4, 0)
+    return X[train], y[train], X[test], y[test], text, W
+
+
+def fitted(data, **params):
+    X_train, y_train, _, _, text, W = data
+    clf = SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None, **params)
+    return clf.fit(X_train, y_train)
+
+
+def test_decision_function_equals_the_notes_formula(data):
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, **BLEND)
+    expected = notes_logits(X_train, y_train, text, W, X_test, BLEND)
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+    assert clf.bridge_ == "pinv" and clf.prototype_source_ == "text"
+    # The bridge is not the identity here: the cut-off drops half of W's directions.
+    assert np.linalg.matrix_rank(clf.projection_pinv_) == W.shape[0] // 2
+
+
+def test_trained_decision_function_equals_the_notes_formula(data):
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, train=True, max_iter=30, warmup_iter=5, learning_rate=1e-2, **BLEND)
+    assert clf.class_bias_.shape == (5, W.shape[0]) and np.abs(clf.class_bias_).sum() > 0
+    assert not np.allclose(clf.projection_pinv_, explicit_pinv(W, 0.3))
+    expected = notes_logits(
+        X_train, y_train, text, W, X_test, BLEND, clf.projection_pinv_, clf.class_bias_
+    )
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_transform_is_the_normalised_bridge(data):
+    _, _, X_test, _, text, W = data
+    clf = fitted(data)
+    expected = normalize(normalize(X_test @ explicit_pinv(W, 0.3)) @ W)
+    np.testing.assert_allclose(clf.transform(X_test), expected, atol=1e-10)
+    X_train, y_train = data[0], data[1]
+    np.testing.assert_allclose(clf.fit_transform(X_train, y_train), clf.transform(X_train))
+
+
+def notes_t_loss_at_init(X, y, W, T, text_pre, cutoff=0.3):
+    """SeMoBridge-T's total loss of the notes at W_pinv = pinv(W), b = 0."""
+    classes = np.unique(y)
+    W_pinv = explicit_pinv(W, cutoff)
+    e = normalize(X @ W_pinv)
+    f_hat = e @ W
+    F_hat = normalize(np.array([f_hat[y == c].mean(0) for c in classes]))
+    E = normalize(np.array([e[y == c].mean(0) for c in classes]))
+    target = np.searchsorted(classes, y)
+
+    def cross_entropy(logits, targets):
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return -log_p[np.arange(len(targets)), targets].mean()
+
+    img = cross_entropy(100 * normalize(X) @ F_hat.T, target)
+    txtp = cross_entropy(F_hat @ normalize(T).T, np.arange(len(classes)))
+    txte = cross_entropy(E @ normalize(text_pre).T, np.arange(len(classes)))
+    consistency = cross_entropy(normalize(f_hat) @ F_hat.T, target)
+    bias_norm = 0.0  # the variance of ||b_c|| with b = 0
+    return 0.5 * img + 0.5 * (txtp + txte) / 2 + 0.1 * consistency + 0.1 * bias_norm
+
+
+def test_loss_at_step_zero_equals_the_notes_formula(data):
+    X_train, y_train, _, _, text, W = data
+    clf = fitted(data, train=True, max_iter=2)
+    # text_projection given: pre-projection text is the exact preimage T @ pinv(W).
+    expected = notes_t_loss_at_init(X_train, y_train, W, text, normalize(text) @ np.linalg.pinv(W))
+    assert clf.loss_curve_.shape == (2,) and clf.n_iter_ == 2
+    assert clf.loss_curve_[0] == pytest.approx(expected, rel=1e-5)
+
+
+class FakeCLIPText:
+    """A text encoder with CLIP's projection interface: text = pre-projection @ W."""
+
+    def __init__(self, vectors, W, seed=0):
+        self.text_projection = W
+        rng = np.random.RandomState(seed)
+        pinv = np.linalg.pinv(W)
+        # each class's pre-projection features: a preimage of its vector, plus prompt noise
+        self.pre = {name: v @ pinv for name, v in vectors.items()}
+        self.noise = 0.05 * rng.randn(8, W.shape[0])
+        self.calls = 0
+
+    def encode_text_pre_projection(self, prompts):
+        self.calls += 1
+        return np.array([
+            self.pre[p.split("|")[1]] + self.noise[int(p.split("|")[0])] for p in prompts
+        ])
+
+    def encode_text(self, prompts):
+        return self.encode_text_pre_projection(prompts) @ self.text_projection
+
+
+def test_projection_and_pre_projection_come_from_the_encoder(data):
+    X_train, y_train, X_test, _, text, W = data
+    templates = ("0|{}", "1|{}", "2|{}")
+    names = {c: f"class{c}" for c in range(5)}
+    encoder = FakeCLIPText({names[c]: text[c] for c in range(5)}, W)
+    clf = SeMoBridgeClassifier(
+        text_encoder=encoder, class_names=names, templates=templates, train=True, max_iter=1
+    ).fit(X_train, y_train)
+    assert clf.bridge_ == "pinv"
+    np.testing.assert_array_equal(clf.text_projection_, W)
+    prompts = [t.format(names[c]) for c in range(5) for t in templates]
+    T = normalize(normalize(encoder.encode_text(prompts)).reshape(5, 3, -1).mean(1))
+    np.testing.assert_allclose(clf.text_prototypes_, T, atol=1e-12)
+    pre = encoder.encode_text_pre_projection(prompts).reshape(5, 3, -1).mean(1)
+    assert not np.allclose(normalize(pre), normalize(T @ np.linalg.pinv(W)), atol=1e-4)
+    expected = notes_t_loss_at_init(X_train, y_train, W, T, pre)
+    assert clf.loss_curve_[0] == pytest.approx(expected, rel=1e-5)
+    # Given a projection, the encoder is not asked for one (nor for pre-projection text).
+    encoder.calls = 0
+    SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=encoder).fit(
+        X_train, y_train
+    )
+    assert encoder.calls == 0
+
+
+def test_text_without_projection_is_an_error(data):
+    X_train, y_train, _, _, text, _ = data
+    clf = SeMoBridgeClassifier(text_features=text, text_encoder=None)
+    with pytest.raises(ValueError, match="text projection"):
+        clf.fit(X_train, y_train)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(text_projection=np.ones((4, 3))), "expected \\(width, 24\\)"),
+        (dict(pinv_cutoff=100.0), "not below any singular value"),
+    ],
+)
+def test_bad_projection(data, params, match):
+    X_train, y_train, _, _, text, W = data
+    clf = SeMoBridgeClassifier(text_features=text, text_encoder=None, text_projection=W)
+    with pytest.raises(ValueError, match=match):
+        clf.set_params(**params).fit(X_train, y_train)
+
+
+def test_text_free_mode_is_an_image_prototype_blend(data):
+    X_train, y_train, X_test, _, _, _ = data
+    clf = SeMoBridgeClassifier(text_encoder=None).fit(X_train, y_train)
+    assert clf.bridge_ == "identity" and clf.prototype_source_ == "image_means"
+    np.testing.assert_allclose(clf.transform(X_test), normalize(X_test))
+    # z1 = z2 (both the normalised mean of the normalised shots), z3 against raw means.
+    np.testing.assert_allclose(clf.bridged_prototypes_, clf.text_prototypes_)
+    means = normalize(np.array([normalize(X_train[y_train == c]).mean(0) for c in range(5)]))
+    np.testing.assert_allclose(clf.text_prototypes_, means)
+    assert clf.score(X_test, data[3]) > 0.5
+    trained = SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5).fit(X_train, y_train)
+    assert trained.bridge_ == "identity" and np.isfinite(trained.loss_curve_).all()
+
+
+def test_projection_without_text_bridges_to_image_prototypes(data):
+    X_train, y_train, X_test, _, _, W = data
+    clf = SeMoBridgeClassifier(text_encoder=None, text_projection=W).fit(X_train, y_train)
+    assert clf.bridge_ == "pinv" and clf.prototype_source_ == "image_means"
+    np.testing.assert_allclose(
+        clf.transform(X_test), normalize(normalize(X_test @ explicit_pinv(W, 0.3)) @ W)
+    )
+
+
+def test_binary_decision_function_is_the_logit_difference(data):
+    X_train, y_train, X_test, _, text, W = data
+    keep = y_train < 2
+    clf = SeMoBridgeClassifier(text_features=text[:2], text_projection=W, text_encoder=None,
+                               **BLEND).fit(X_train[keep], y_train[keep])
+    logits = notes_logits(X_train[keep], y_train[keep], text[:2], W, X_test, BLEND)
+    np.testing.assert_allclose(
+        clf.decision_function(X_test), logits[:, 1] - logits[:, 0], rtol=1e-5, atol=1e-8
+    )
+
+
+def held_out_accuracies(make, seeds, shots, **problem):
+    accuracies = []
+    for seed in seeds:
+        X, y, text, W = modality_gap_problem(seed, **problem)
+        train, test = draw_shots(y, shots, seed)
+        clf = make(text, W).fit(X[train], y[train])
+        accuracies.append(clf.score(X[test], y[test]))
+    return np.array(accuracies)
+
+
+def test_semobridge_beats_zero_shot_and_needs_its_bridge():
+    seeds = range(5)
+
+    def semobridge(projection):
+        return lambda text, W: SeMoBridgeClassifier(
+            text_features=text, text_encoder=None, text_projection=projection(W)
+        )
+
+    bridged = held_out_accuracies(semobridge(lambda W: W), seeds, 4)
+    zero_shot = held_out_accuracies(
+        lambda text, W: ZeroShotClassifier(text_features=text, text_encoder=None), seeds, 4
+    )
+    unbridged = held_out_accuracies(semobridge(lambda W: np.eye(len(W))), seeds, 4)
+    assert bridged.mean() > zero_shot.mean() + 0.1
+    # The cut-off bridge removes the images' offset in W's weak directions (no seed loses).
+    assert bridged.mean() > unbridged.mean() and (bridged >= unbridged).all()
+
+
+def test_search_cv_uses_only_the_shots_and_helps_with_noisy_text():
+    seeds, problem = range(10), dict(text_noise=2.0, n_per_class=20)
+
+    def make(**params):
+        return lambda text, W: SeMoBridgeClassifier(
+            text_features=text, text_projection=W, text_encoder=None, random_state=0, **params
+        )
+
+    searched = held_out_accuracies(make(search="cv", n_search_trials=100), seeds, 8, **problem)
+    defaults = held_out_accuracies(make(), seeds, 8, **problem)
+    assert searched.mean() >= defaults.mean()
+
+
+def test_search_cv_chooses_in_the_search_space(data):
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, search="cv", n_search_trials=50, random_state=0)
+    chosen = {name: getattr(clf, name + "_") for name in
+              ["smoothness", "alpha", "beta", "gamma", "lambda1", "lambda2", "lambda3"]}
+    assert 0 <= chosen["smoothness"] <= 1.5
+    assert all(0 <= chosen[n] <= 10 for n in ["alpha", "beta", "gamma"])
+    assert all(0 <= chosen[n] <= 1 for n in ["lambda1", "lambda2", "lambda3"])
+    assert 0 <= clf.search_score_ <= 1
+    # The chosen blend is what predicts.
+    expected = notes_logits(X_train, y_train, text, W, X_test, {**chosen, "pinv_cutoff": 0.3})
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+    same = fitted(data, search="cv", n_search_trials=50, random_state=0)
+    assert {n: getattr(same, n + "_") for n in chosen} == chosen
+    # One trial: the parameters themselves.
+    one = fitted(data, search="cv", n_search_trials=1, alpha=3.0)
+    assert one.alpha_ == 3.0 and one.smoothness_ == 0.01
+
+
+def test_search_after_training_uses_the_trained_bridge(data):
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, train=True, max_iter=20, learning_rate=1e-2, warmup_iter=0,
+                 search="cv", n_search_trials=30, random_state=0)
+    assert clf.search_score_ is not None and clf.class_bias_ is not None
+    chosen = {n: getattr(clf, n + "_") for n in BLEND if n != "pinv_cutoff"}
+    expected = notes_logits(X_train, y_train, text, W, X_test, {**chosen, "pinv_cutoff": 0.3},
+                            clf.projection_pinv_, clf.class_bias_)
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_grid_search_over_shots_and_alpha():
+    X, y, text, W = modality_gap_problem(1, n_classes=4, n_per_class=10)
+    search = GridSearchCV(
+        SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None,
+                             random_state=0),
+        {"n_shots": [1, 2], "alpha": [1, 5]},
+        cv=FewShotSplit(n_shots=3, n_splits=2, random_state=0),
+    ).fit(X, y)
+    assert search.best_params_["n_shots"] in (1, 2) and search.best_params_["alpha"] in (1, 5)
+    assert search.best_estimator_.predict(X).shape == y.shape
+
+
+def test_training_lowers_the_loss_without_bias(data):
+    clf = fitted(data, train=True, class_bias=False, max_iter=40, warmup_iter=10,
+                 learning_rate=5e-3, device="cpu")
+    assert clf.class_bias_ is None
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_fits_are_deterministic_and_pickle(data):
+    X_test = data[2]
+    params = dict(train=True, max_iter=10, search="cv", n_search_trials=20, random_state=3,
+                  n_shots=3)
+    first, second = fitted(data, **params), fitted(data, **params)
+    np.testing.assert_array_equal(first.decision_function(X_test),
+                                  second.decision_function(X_test))
+    for name in ["projection_pinv_", "class_bias_", "loss_curve_"]:
+        assert type(getattr(first, name)) is np.ndarray
+    restored = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(restored.predict_proba(X_test), first.predict_proba(X_test))
+    np.testing.assert_array_equal(clone(first).get_params()["text_projection"], data[5])
+
+
+def test_verbose_shows_a_progress_bar(data, capsys):
+    fitted(data, train=True, max_iter=3, verbose=True)
+    assert "SeMoBridge-T" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_an_error(data):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fitted(data, train=True, max_iter=1, device="cuda")
