@@ -7,6 +7,7 @@ are the baselines.
 
 from .baselines import TipAdapterClassifier, ZeroShotClassifier
 from .cmm import CrossModalMappingClassifier
+from .featurizer import CLIPFeaturizer, CLIPTextEncoder
 from .metrics import modality_gap
 from .semobridge import SeMoBridgeClassifier
 from .text import CLIP_IMAGENET_TEMPLATES

@@ -1,0 +1,367 @@
+"""CLIPFeaturizer: images in, CLIP image embeddings out, as a scikit-learn transformer."""
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from . import _clip
+from ._clip import CLIPTextEncoder
+
+# Decoding threads when num_workers=None: enough to keep a GPU fed, capped because each
+# thread holds decoded images in memory.
+_MAX_AUTO_WORKERS = 8
+
+
+class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Embed images with a CLIP image encoder.
+
+    ``fit`` loads the model (``__init__`` only stores the parameters, so the featurizer
+    can be cloned and grid-searched); ``transform`` decodes and preprocesses the images
+    on a pool of threads while the model encodes earlier batches, and returns one
+    embedding per image, in order. Each image goes through the model's own preprocessing
+    (resize, crop, normalisation), as for open_clip's ``encode_image``.
+
+    Loaded models live in a process-wide cache keyed by model, weights and device, so a
+    pipeline's featurizer and the text side of its classifier (``text_encoder="clip"``)
+    share one copy, and a pickled featurizer holds no weights: they are loaded again when
+    it is next used.
+
+    Parameters
+    ----------
+    model : str or path-like, default="ViT-B-16"
+        An open_clip model name (``open_clip.list_models()``), the name of a model bundled
+        with sklearn-cmm, or the path of a ``.json`` open_clip model config (its file
+        name becomes the model name; it may carry a ``preprocess_cfg``).
+
+    pretrained : str, path-like or None, default="openai"
+        The weights: an open_clip pretrained tag of ``model`` (looked up in the local
+        cache, downloaded only when a network is reachable), the path of a local
+        checkpoint (``.safetensors``, ``.bin``, ``.pt``), ``"bundled"`` for the weights
+        bundled with ``model``, or None for seeded random weights (benchmarks, tests).
+
+    device : str or torch.device, default="auto"
+        ``"auto"`` (the first GPU when CUDA is available, else the CPU), ``"cpu"`` or
+        ``"cuda[:N]"``.
+
+    precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
+        ``"auto"`` is fp32 on CPU and automatic mixed precision on CUDA (bf16 where
+        supported, else fp16). The embeddings are float32 in every case.
+
+    batch_size : int, default=64
+        Images per forward pass.
+
+    num_workers : int or None, default=None
+        Threads that decode and preprocess images while the model runs; 0 decodes on the
+        calling thread between batches. None uses ``min(8, os.cpu_count())``.
+
+    normalize : bool, default=True
+        L2-normalise each embedding.
+
+    cache_dir : str, path-like or None, default=None
+        Where pretrained tags are looked up and downloaded (the Hugging Face hub cache
+        by default).
+
+    verbose : bool or int, default=False
+        Show a progress bar over the images.
+
+    Attributes
+    ----------
+    embed_dim_ : int
+        Dimension of the embeddings (number of output features).
+
+    image_size_ : tuple of int
+        ``(height, width)`` the images are resized and cropped to.
+
+    preprocess_cfg_ : dict
+        The model's preprocessing: ``size``, ``mean``, ``std``, ``interpolation``,
+        ``resize_mode`` and ``fill_color``.
+
+    See Also
+    --------
+    sklearn_cmm.CLIPTextEncoder : The text side of the same model
+        (see :meth:`text_encoder`).
+    sklearn_cmm.ZeroShotClassifier : Classifies the embeddings with class names alone.
+
+    Notes
+    -----
+    Inputs may be image file paths (``str`` or ``pathlib.Path``), PIL images or uint8
+    arrays of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; grayscale
+    and RGBA images are converted to RGB first (the alpha channel is dropped). A file
+    that cannot be read is an error, never skipped, so that rows stay aligned with ``y``.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn_cmm import CLIPFeaturizer, ZeroShotClassifier
+    >>> clf = make_pipeline(CLIPFeaturizer(), ZeroShotClassifier())  # doctest: +SKIP
+    >>> clf.fit(["cat1.jpg", "dog1.jpg"], ["cat", "dog"])  # doctest: +SKIP
+    >>> clf.predict(["unknown.jpg"])  # doctest: +SKIP
+    array(['cat'], dtype='<U3')
+    """
+
+    _parameter_constraints = {
+        "model": [str, os.PathLike],
+        "pretrained": [str, os.PathLike, None],
+        "device": [str, torch.device],
+        "precision": [StrOptions(set(_clip.PRECISIONS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "normalize": ["boolean"],
+        "cache_dir": [str, os.PathLike, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        model="ViT-B-16",
+        *,
+        pretrained="openai",
+        device="auto",
+        precision="auto",
+        batch_size=64,
+        num_workers=None,
+        normalize=True,
+        cache_dir=None,
+        verbose=False,
+    ):
+        self.model = model
+        self.pretrained = pretrained
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.normalize = normalize
+        self.cache_dir = cache_dir
+        self.verbose = verbose
+
+    def _loaded_model(self):
+        loaded = _clip.load_model(
+            self.model, self.pretrained, device=self.device, cache_dir=self.cache_dir
+        )
+        # Classifiers with text_encoder="clip" pick the text side of this model.
+        _clip.record_featurizer_use(self.text_encoder(), loaded.embed_dim)
+        return loaded
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the CLIP model; ``X`` and ``y`` are not used.
+
+        Parameters
+        ----------
+        X : ignored
+            Present for the scikit-learn API.
+        y : ignored
+            Present for the scikit-learn API.
+
+        Returns
+        -------
+        self : object
+            The fitted featurizer.
+        """
+        loaded = self._loaded_model()
+        self.embed_dim_ = loaded.embed_dim
+        self.image_size_ = loaded.image_size
+        self.preprocess_cfg_ = dict(loaded.preprocess_cfg)
+        return self
+
+    def transform(self, X):
+        """Embed each image of ``X``.
+
+        Parameters
+        ----------
+        X : sequence of str, path-like, PIL images or uint8 arrays, or ndarray
+            A list, tuple, 1-D array or pandas Series of images (file paths, PIL images
+            or uint8 arrays), a one-column DataFrame of them, or a uint8 array of shape
+            ``(n_images, H, W)`` or ``(n_images, H, W, C)`` with ``C`` in 1, 3, 4.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_images, embed_dim_), dtype float32
+            The image embeddings, L2-normalised when ``normalize=True``.
+
+        Raises
+        ------
+        ValueError
+            If an image file is missing or cannot be decoded (the message names it), or
+            if an item is not an image.
+        """
+        check_is_fitted(self)
+        items = _image_items(X)
+        loaded = self._loaded_model()
+        precision = _clip.resolve_precision(self.precision, loaded.device)
+        n_workers = self.num_workers
+        if n_workers is None:
+            n_workers = min(_MAX_AUTO_WORKERS, os.cpu_count() or 1)
+
+        def prepare(item):
+            return loaded.prepare(_as_rgb(item))
+
+        batches = _prepared_batches(
+            items, prepare, self.batch_size, n_workers, pin=loaded.device.type == "cuda"
+        )
+        features = []
+        with (
+            tqdm(total=len(items), desc="CLIP features", unit="img", disable=not self.verbose) as bar,
+            torch.inference_mode(),
+        ):
+            for batch in batches:
+                # Outputs stay on the device: one synchronisation at the end instead of one
+                # a batch, so a GPU runs while the next batch is decoded.
+                features.append(loaded.encode_images(batch, precision))
+                bar.update(len(batch))
+            features = torch.cat(features)
+            if self.normalize:
+                features = F.normalize(features, dim=-1)
+            return features.cpu().numpy()
+
+    @property
+    def _n_features_out(self):
+        return self.embed_dim_
+
+    def text_encoder(self):
+        """The text encoder of this featurizer's CLIP model.
+
+        Returns
+        -------
+        encoder : CLIPTextEncoder
+            Encodes text with the same model, device and precision; no weights are
+            loaded until it encodes.
+        """
+        return CLIPTextEncoder(
+            self.model,
+            self.pretrained,
+            device=self.device,
+            precision=self.precision,
+            cache_dir=self.cache_dir,
+        )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # An unpickled fitted featurizer (e.g. a Pipeline(memory=...) cache hit, which
+        # skips fit) still tells text_encoder="clip" which model made the features.
+        if hasattr(self, "embed_dim_"):
+            _clip.record_featurizer_use(self.text_encoder(), self.embed_dim_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True  # a list of paths or images
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True  # a batch of uint8 images
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # always float32 out
+        return tags
+
+
+def _image_items(X):
+    """``X`` as a list of images (paths, PIL images or arrays), one per output row."""
+    if hasattr(X, "columns"):  # a DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"A DataFrame X must have one column of images; it has {X.shape[1]}."
+            )
+        X = X.iloc[:, 0]
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise ValueError(
+            f"X must be a sequence of images; got a single {type(X).__name__}. "
+            "Wrap it in a list."
+        )
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind in "OUS" and X.ndim != 1:
+            raise ValueError(f"An array X of image paths must be 1-D; got shape {X.shape}.")
+        if X.dtype.kind not in "OUS" and X.ndim not in (3, 4):
+            raise ValueError(
+                "An image array X must have shape (n_images, H, W) or (n_images, H, W, C); "
+                f"got shape {X.shape}. Pass a single image as a list: [image]."
+            )
+    try:
+        items = list(X)
+    except TypeError as exc:
+        raise ValueError(f"X must be a sequence of images; got {type(X).__name__}.") from exc
+    if not items:
+        raise ValueError("X contains no image.")
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)):
+            raise ValueError(
+                f"X[{i}] is a {type(item).__name__}; images must be file paths, PIL "
+                "images or uint8 arrays."
+            )
+    return items
+
+
+def _as_rgb(item):
+    """An image path, PIL image or uint8 array as an RGB PIL image."""
+    if isinstance(item, Image.Image):
+        image = item
+    elif isinstance(item, np.ndarray):
+        image = _array_image(item)
+    else:
+        path = os.fspath(item)
+        try:
+            with Image.open(path) as image:
+                # convert() decodes the pixels, so a truncated file fails here, inside
+                # the try, rather than later.
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"Cannot read image file {path!r}: {exc}") from exc
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _array_image(array):
+    if array.dtype != np.uint8:
+        raise ValueError(
+            f"Image arrays must be uint8 (0-255); got {array.dtype}. Convert with e.g. "
+            "(255 * image).round().astype(np.uint8)."
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(
+            f"An image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+            f"got {array.shape}."
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _prepared_batches(items, prepare, batch_size, n_workers, *, pin):
+    """Yield uint8 tensors ``(n, H, W, 3)`` of ``prepare(item)``, in order.
+
+    With workers, images are prepared on a thread pool (PIL decoding and resizing release
+    the GIL) up to two batches ahead of the one being yielded, so that decoding overlaps
+    the model while memory stays bounded.
+    """
+    n = len(items)
+    if n_workers == 0:
+        for start in range(0, n, batch_size):
+            yield _stack([prepare(item) for item in items[start : start + batch_size]], pin)
+        return
+    lookahead = 2 * batch_size
+    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="clip-decode")
+    pending = deque()
+    submitted = 0
+    try:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            while submitted < min(n, stop + lookahead):
+                pending.append(pool.submit(prepare, items[submitted]))
+                submitted += 1
+            yield _stack([pending.popleft().result() for _ in range(stop - start)], pin)
+    finally:
+        # On an error (or an early stop) drop the images queued ahead.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stack(arrays, pin):
+    # Pinned memory lets the copy to the GPU run asynchronously.
+    batch = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8, pin_memory=pin)
+    np.stack(arrays, out=batch.numpy())
+    return batch

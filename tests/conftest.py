@@ -1,0 +1,47 @@
+"""Shared fixtures: no network, a tiny CLIP model saved to disk, a folder of real JPEGs."""
+
+from types import SimpleNamespace
+
+import open_clip
+import pytest
+import torch
+
+from ._tiny_clip import TINY_CONFIG, random_state_dict, write_config, write_jpegs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_hub():
+    """Tests never download: the Hugging Face hub client is told it is offline."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny open_clip model: its registered config name and a saved checkpoint.
+
+    Attributes: ``name`` (registered with ``open_clip.add_model_config``),
+    ``config_path``, ``checkpoint`` (a ``.pt`` state dict), ``embed_dim``, ``image_size``.
+    """
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    name = "sklearn-cmm-test-tiny"
+    config_path = write_config(folder / f"{name}.json")
+    open_clip.add_model_config(config_path)
+    checkpoint = folder / "tiny.pt"
+    torch.save(random_state_dict(name), checkpoint)
+    return SimpleNamespace(
+        name=name,
+        config_path=config_path,
+        checkpoint=checkpoint,
+        embed_dim=TINY_CONFIG["embed_dim"],
+        image_size=TINY_CONFIG["vision_cfg"]["image_size"],
+    )
+
+
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory):
+    """12 real JPEG files, 6 crops of each sample photo; ``paths`` and string ``labels``."""
+    folder = tmp_path_factory.mktemp("images")
+    paths, labels = write_jpegs(folder, n_per_photo=6)
+    return SimpleNamespace(folder=folder, paths=paths, labels=labels)

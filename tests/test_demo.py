@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+
+from sklearn_cmm.cli import main
+from sklearn_cmm.demo import _summary, format_table
+
+
+def _rows():
+    rows = []
+    for method, base in [("zero-shot", 0.5), ("cmm", 0.6)]:
+        for shots in (1, 4):
+            for seed, jitter in ((1, 0.0), (2, 0.02)):
+                rows.append({
+                    "method": method, "shots": shots, "seed": seed,
+                    "accuracy": base + 0.05 * (shots == 4) * (method == "cmm") + jitter,
+                    "fit_time_s": 0.1, "gap_before": 0.8,
+                    "gap_after": 0.3 if method == "cmm" else None,
+                })
+    return rows
+
+
+def test_summary_means_and_stds():
+    summary = _summary(_rows(), ["zero-shot", "cmm"], [1, 4])
+    cmm = summary[1]
+    assert cmm["accuracy"][4] == pytest.approx(np.mean([0.65, 0.67]))
+    assert cmm["std"][4] == pytest.approx(np.std([0.65, 0.67]))
+    assert cmm["gap_after"] == pytest.approx(0.3) and summary[0]["gap_after"] is None
+
+
+def test_table_shows_gain_over_zero_shot():
+    table = format_table(_summary(_rows(), ["zero-shot", "cmm"], [1, 4]), [1, 4])
+    cmm_line = next(line for line in table.splitlines() if line.startswith("cmm"))
+    gain = 100 * (np.mean([0.65, 0.67]) - np.mean([0.5, 0.52]))
+    assert f"{gain:+.2f}" in cmm_line
+    assert "4-shot" in table.splitlines()[0]
+
+
+def test_demo_runs_end_to_end_on_the_bundled_model(tmp_path, capsys):
+    assert main([
+        "demo", "--shots", "1,2", "--seeds", "1", "--methods", "zero-shot,cmm",
+        "--out", str(tmp_path), "--quiet",
+    ]) == 0
+    out = capsys.readouterr().out
+    assert "zero-shot" in out and "cmm" in out
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert {r["method"] for r in record["runs"]} == {"zero-shot", "cmm"}
+    assert all(0 <= r["accuracy"] <= 1 for r in record["runs"])
+    assert (tmp_path / "accuracy_vs_shots.png").stat().st_size > 0
+    assert (tmp_path / "results.csv").read_text().startswith("method,shots,seed,accuracy")
