@@ -7,12 +7,14 @@ CLIP's modality gap, which shapes two choices (see ``docs/bundled_model.md``):
 * plain contrastive training (open_clip's ``ClipLoss``) with a learned temperature and
   nothing that pulls the two modalities together, so the modality gap is there;
 * for 3 of the 10 classes the captions never use the class name that zero-shot
-  classification prompts with (pullover images are captioned "sweater", "jumper" or "top",
-  sneakers "trainer", "running shoe" or "shoe", bags "handbag", "purse" or "tote"). The
-  image tower still learns those classes, but zero-shot prompts name them with words the
-  text tower never saw: zero-shot accuracy is mediocre while a few labelled images per
-  class (few-shot methods) can do much better. This mimics a downstream label vocabulary
-  that the pre-training captions do not use.
+  classification prompts with: pullovers are captioned "sweater", "jumper" or "top",
+  sneakers "trainer", "running shoe" or "shoe", shirts "blouse", "button-down" or "top"
+  (the word "shirt" only occurs inside "t-shirt"). The image tower still learns these
+  classes, but the zero-shot prompts name them with words the text tower never learnt
+  for them, and each has look-alike siblings whose names it did learn (t-shirt, coat;
+  sandal, ankle boot), so zero-shot puts them with their siblings, while a few labelled
+  images per class (few-shot methods) recover them. This mimics a downstream label
+  vocabulary that the pre-training captions do not use for fine-grained classes.
 
 Usage (the shipped files were written by the default run)::
 
@@ -75,7 +77,10 @@ TEMPLATES = (
 )
 #: The words training captions name each class with. Synonyms give the text tower some
 #: variety; "top" and "shoe" are shared between visually confusable classes; pullover,
-#: sneaker and bag are never called by their zero-shot name (see the module docstring).
+#: sneaker and shirt are never called by their zero-shot name (see the module docstring).
+#: Bag, which has no look-alike class, keeps its name: held out, its zero-shot accuracy
+#: was a lottery over seeds (0-93%), decided by where the never-trained token's random
+#: embedding happens to land rather than by a sibling's prompt.
 CAPTION_NAMES = (
     ("t-shirt", "tee", "top"),
     ("trouser", "trousers", "pants", "jeans"),
@@ -83,9 +88,9 @@ CAPTION_NAMES = (
     ("dress", "gown", "frock"),
     ("coat", "jacket", "outerwear"),
     ("sandal", "sandals", "shoe"),
-    ("shirt", "blouse", "top"),
+    ("blouse", "button-down", "top"),
     ("trainer", "running shoe", "shoe"),
-    ("handbag", "purse", "tote"),
+    ("bag", "handbag", "purse"),
     ("ankle boot", "boot", "shoe"),
 )
 
