@@ -169,7 +169,6 @@ def make_classifier(
     *,
     text_features=None,
     text_projection=None,
-    pre_projection_text_features=None,
     random_state=None,
     device="auto",
     **overrides,
@@ -186,10 +185,6 @@ def make_classifier(
         None the estimators' own default applies (``text_encoder="clip"``).
     text_projection : array-like of shape (width, dim) or None, default=None
         CLIP's text projection, for SeMoBridge's bridge.
-    pre_projection_text_features : array-like of shape (n_classes, width) or None
-        Mean pre-projection text feature of each class. Passed to estimators that take it;
-        SeMoBridge with a given ``text_projection`` derives it as ``T @ pinv(W)`` (see
-        its Notes), so it is not needed there.
     random_state : int, RandomState instance or None, default=None
         Passed to every estimator that has it.
     device : str, default="auto"
@@ -210,8 +205,6 @@ def make_classifier(
         offered.update(text_features=text_features, text_encoder=None)
     if text_projection is not None:
         offered["text_projection"] = text_projection
-    if pre_projection_text_features is not None:
-        offered["pre_projection_text_features"] = pre_projection_text_features
     params = {}
     for key, value in offered.items():  # silently skipped where the estimator lacks them
         if (resolved := _param_name(estimator, valid, key)) is not None:

@@ -25,7 +25,6 @@ def _problem(n_classes=4, per_class=6, dim=12, seed=0):
     text = {
         "text_features": concepts + 0.3 * rng.randn(n_classes, dim),
         "text_projection": np.linalg.qr(rng.randn(dim, dim))[0],
-        "pre_projection_text_features": rng.randn(n_classes, dim),
     }
     return X, y, text
 

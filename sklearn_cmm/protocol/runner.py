@@ -121,7 +121,7 @@ def select_text(data, prompts="ensemble"):
 
     ``prompts`` is ``"ensemble"`` (the file's combination of every prompt set),
     ``"semobridge"`` or prompt sets joined by ``+``; several sets are combined as in the
-    file: the unit mean of their unit prototypes, the mean of their pre-projection means.
+    file: the unit mean of their unit prototypes.
     """
     from .._math.basic import l2_normalize
 
@@ -137,13 +137,11 @@ def select_text(data, prompts="ensemble"):
             raise ValueError(f"{data['metadata']['dataset']}: no prompt set {missing} in "
                              "the feature file.")
     if sets is None:
-        T, pre = data["text_features"], data["pre_projection_text_features"]
+        T = data["text_features"]
     else:
         T = l2_normalize(np.mean([data[f"text_features_{s}"] for s in sets], axis=0))
-        pre = np.mean([data[f"pre_projection_text_features_{s}"] for s in sets], axis=0)
     return {"text_features": np.asarray(T, np.float64),
-            "text_projection": np.asarray(data["text_projection"], np.float64),
-            "pre_projection_text_features": np.asarray(pre, np.float64)}
+            "text_projection": np.asarray(data["text_projection"], np.float64)}
 
 
 # --------------------------------------------------------------------------- protocol

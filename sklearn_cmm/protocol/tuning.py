@@ -42,7 +42,7 @@ def tune_and_fit(method, X_train, y_train, X_val, y_val, *, text=None, seed=None
     X_val, y_val : ndarray
         The few-shot validation set (disjoint from the training set).
     text : dict or None
-        ``text_features``, ``text_projection``, ``pre_projection_text_features`` for
+        ``text_features`` and ``text_projection`` for
         :func:`~sklearn_cmm.methods.make_classifier`.
     seed : int or None
         ``random_state`` of every candidate.
