@@ -14,7 +14,7 @@ timed and the 5000-step time extrapolated (marked ``*``). Predictions run in bat
 5000 queries (Tip-Adapter's kernel on 50,000 x 16,000 shots would take 6.4 GB at once).
 
 Targets (checked and printed): closed forms (zero-shot, Tip-Adapter, CMM's closed form,
-SeMoBridge) fit in < 2 s on the CPU; CMM's refinement (its default 50 steps) < 30 s on
+SeMoBridge) fit in < 2 s on the CPU; CMM's refinement (its default number of steps) < 30 s on
 the CPU; SeMoBridge-T (5000 steps) < 10 s on one H100/H200.
 
 A second table shows how fit time grows with classes, shots and dimension (3 sizes each;
@@ -56,7 +56,7 @@ CONFIGS = {
     "tip-adapter": ("tip-adapter", {}),
     "cmm-closed-form": ("cmm", {"max_iter": 0}),
     "semobridge": ("semobridge", {}),
-    "cmm-refinement": ("cmm", {}),  # the default: 50 AdamW steps
+    "cmm-refinement": ("cmm", {}),  # its default number of AdamW steps
     "semobridge-t": ("semobridge-t", {}),
     "linear-probe": ("linear-probe", {"C": 10.0, "max_iter": 100}),
 }
@@ -181,7 +181,7 @@ def main_table(device, dims, n_classes, n_shots, n_queries, sbt_steps, rates, lo
             if name == "semobridge-t" and device.type != "cuda":
                 steps = sbt_steps
             m = time_method(name, problem, device, steps=steps)
-            fit_steps = m["params"].get("max_iter", 50 if name == "cmm-refinement" else 0)
+            fit_steps = m.get("n_iter", 0)
             if name == "semobridge-t":
                 if steps is not None:  # per-step time from a short run, extrapolated
                     closed = time_method("semobridge", problem, device, predict=False)

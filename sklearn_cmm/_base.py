@@ -122,7 +122,9 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
             text_encoder=self.text_encoder,
             with_projection=self._needs_text_projection,
         )
-        self._fit(np.asarray(X, dtype=np.float64), y_encoded, class_text, rng)
+        # X stays float32 when given so: the math computes in float64, except the products
+        # with the (n_samples x dim) features where a function says it keeps X's precision.
+        self._fit(X, y_encoded, class_text, rng)
         return self
 
     def _validated_logits(self, X):

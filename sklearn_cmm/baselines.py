@@ -213,7 +213,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self.prototypes_, self.prototype_source_ = class_prototypes(
             X, y_encoded, n_classes, class_text
         )
-        self.cache_keys_ = l2_normalize(X)
+        self.cache_keys_ = l2_normalize(np.asarray(X, dtype=np.float64))
         self.cache_labels_ = y_encoded
         self.alpha_, self.beta_, self.search_score_ = self.alpha, self.beta, None
         if self.search == "cv":

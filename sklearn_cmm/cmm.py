@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
-from ._math.cmm import cmm_logits, cmm_refinement_loss, map_to_text, ridge_map_to_identity
+from ._math.cmm import cmm_logits, cmm_refinement_loss, map_to_text, ridge_map_to_prototypes
 from ._torch import as_numpy, as_tensor, minimize_full_batch, resolve_device
 from .text import CLIP_IMAGENET_TEMPLATES
 
@@ -238,7 +238,7 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
         self.zero_shot_prototypes_ = l2_normalize(prototypes)
         V = l2_normalize(X)
         if self.init == "lstsq":
-            W0 = ridge_map_to_identity(V, self.zero_shot_prototypes_[y_encoded], self.ridge)
+            W0 = ridge_map_to_prototypes(V, y_encoded, self.zero_shot_prototypes_, self.ridge)
         else:
             W0 = np.eye(X.shape[1])
         if self.max_iter == 0:

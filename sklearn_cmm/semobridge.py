@@ -18,6 +18,7 @@ from ._math.semobridge import (
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
+    pseudo_tokens,
     score_matrices,
     semobridge_logits,
     semobridge_t_loss,
@@ -354,13 +355,14 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self.text_projection_, self.projection_pinv_, self.class_bias_ = W, W_pinv, bias
         self.text_prototypes_ = T
 
-        f_hat_shots = bridge(X, W_pinv, W, None if bias is None else bias[y_encoded])
+        tokens = pseudo_tokens(X, W_pinv, None if bias is None else bias[y_encoded])
         self.bridged_prototypes_, self.image_prototypes_ = bridge_prototypes(
-            X, f_hat_shots, y_encoded, n_classes
+            X, tokens, W, y_encoded, n_classes
         )
         blend = {name: getattr(self, name) for name in SEARCH_SPACE}
         self.search_score_ = None
         if self.search == "cv":
+            f_hat_shots = tokens @ W
             f_hat = f_hat_shots if bias is None else bridge(X, W_pinv, W)
             z1, z2, z3 = loo_score_matrices(
                 X, f_hat, f_hat_shots, y_encoded, n_classes,

@@ -10,7 +10,7 @@ from sklearn_cmm._math.cmm import (
     hardest_negative_triplet_loss,
     hardest_negatives,
     map_to_text,
-    ridge_map_to_identity,
+    ridge_map_to_prototypes,
 )
 
 
@@ -31,27 +31,30 @@ def _unit(A):
 @pytest.mark.parametrize("ridge", [1e-3, 1.0, 30.0])
 def test_ridge_map_matches_augmented_lstsq(n_samples, dim, ridge):
     rng = np.random.RandomState(0)
-    V, targets = rng.randn(n_samples, dim), rng.randn(n_samples, dim)
-    # min ||V W - T||^2 + ridge ||W - I||^2  ==  least squares on [V; sqrt(r) I] W = [T; sqrt(r) I]
+    V, y, P = rng.randn(n_samples, dim), rng.randint(0, 3, n_samples), rng.randn(3, dim)
+    targets = np.array([P[label] for label in y])
+    # min ||V W - P_y||^2 + ridge ||W - I||^2  ==  least squares on [V; sqrt(r) I] W = [P_y; sqrt(r) I]
     root = np.sqrt(ridge) * np.eye(dim)
     expected = np.linalg.lstsq(np.vstack([V, root]), np.vstack([targets, root]), rcond=None)[0]
-    np.testing.assert_allclose(ridge_map_to_identity(V, targets, ridge), expected, atol=1e-9)
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, P, ridge), expected, atol=1e-9)
 
 
 def test_ridge_map_is_identity_outside_the_span_of_the_samples():
     rng = np.random.RandomState(1)
-    V, targets = rng.randn(3, 8), rng.randn(3, 8)
-    W = ridge_map_to_identity(V, targets, 0.5)
+    V, P = rng.randn(3, 8), rng.randn(2, 8)
+    W = ridge_map_to_prototypes(V, np.array([0, 1, 1]), P, 0.5)
     outside = np.linalg.svd(V)[2][3:]  # orthonormal basis of the complement of V's rows
     np.testing.assert_allclose(outside @ W, outside, atol=1e-12)
 
 
 def test_ridge_map_limits():
     rng = np.random.RandomState(2)
+    # one sample per "class": prototypes V @ W_true are reachable exactly by W_true
     V = rng.randn(30, 5)
     W_true = rng.randn(5, 5)
-    np.testing.assert_allclose(ridge_map_to_identity(V, V @ W_true, 1e-10), W_true, atol=1e-7)
-    np.testing.assert_allclose(ridge_map_to_identity(V, V @ W_true, 1e10), np.eye(5), atol=1e-7)
+    y = np.arange(30)
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, V @ W_true, 1e-10), W_true, atol=1e-7)
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, V @ W_true, 1e10), np.eye(5), atol=1e-7)
 
 
 def test_map_to_text():

@@ -12,6 +12,7 @@ from sklearn_cmm._math.semobridge import (
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
+    pseudo_tokens,
     score_matrices,
     semobridge_logits,
     semobridge_t_loss,
@@ -95,15 +96,17 @@ def test_bridge_matches_loop(problem, with_bias):
             token = token + bias[i]
         expected.append(vec_mat(unit(token), W))
     np.testing.assert_allclose(bridge(f, W_pinv, W, bias), np.array(expected), atol=1e-12)
+    np.testing.assert_allclose(pseudo_tokens(f, W_pinv, bias) @ W, np.array(expected), atol=1e-12)
 
 
 def test_bridge_prototypes_match_loop(problem):
     rng, W, y, f, T, n_classes = problem
-    f_hat = rng.randn(*f.shape)
-    F_hat, F_bar = bridge_prototypes(f, f_hat, y, n_classes)
+    tokens = rng.randn(len(f), W.shape[0])
+    F_hat, F_bar = bridge_prototypes(f, tokens, W, y, n_classes)
     for c in range(n_classes):
         members = [i for i in range(len(y)) if y[i] == c]
-        np.testing.assert_allclose(F_hat[c], unit(mean_rows(f_hat[i] for i in members)))
+        f_hat = [vec_mat(tokens[i], W) for i in members]  # bridged one by one, then averaged
+        np.testing.assert_allclose(F_hat[c], unit(mean_rows(f_hat)))
         np.testing.assert_allclose(F_bar[c], unit(mean_rows(f[i] for i in members)))
 
 

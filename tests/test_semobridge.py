@@ -380,3 +380,15 @@ def test_verbose_shows_a_progress_bar(data, capsys):
 def test_cuda_without_cuda_is_an_error(data):
     with pytest.raises(ValueError, match="CUDA is not available"):
         fitted(data, train=True, max_iter=1, device="cuda")
+
+
+def test_float32_input_matches_float64(data):
+    # float32 features take a float32 product for the pseudo tokens (speed); the
+    # fitted model must still agree with the float64 one to float32 precision.
+    X_train, y_train, X_test, _, text, W = data
+    params = {"text_features": text, "text_projection": W, "text_encoder": None}
+    a = SeMoBridgeClassifier(**params).fit(X_train, y_train)
+    b = SeMoBridgeClassifier(**params).fit(X_train.astype(np.float32), y_train)
+    np.testing.assert_allclose(b.bridged_prototypes_, a.bridged_prototypes_, atol=1e-5)
+    np.testing.assert_allclose(b.decision_function(X_test), a.decision_function(X_test),
+                               rtol=1e-5, atol=1e-5)

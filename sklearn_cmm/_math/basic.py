@@ -1,6 +1,7 @@
 """Small building blocks shared by every method."""
 
 import numpy as np
+from scipy import sparse
 
 
 def l2_normalize(X, axis=-1):
@@ -10,12 +11,20 @@ def l2_normalize(X, axis=-1):
     return X / np.where(norms == 0, 1, norms)
 
 
+def class_sums(X, y_encoded, n_classes):
+    """Sum of the rows of ``X`` per class ``0 .. n_classes - 1``, shape (n_classes, n_features)."""
+    # A sparse indicator product: one pass over X (np.add.at is ~15x slower at 16,000 rows).
+    n_samples = len(y_encoded)
+    indicator = sparse.csr_matrix(
+        (np.ones(n_samples), (y_encoded, np.arange(n_samples))), shape=(n_classes, n_samples)
+    )
+    return np.asarray(indicator @ np.asarray(X, dtype=np.result_type(X, np.float64)))
+
+
 def class_means(X, y_encoded, n_classes):
     """Mean row of ``X`` per class ``0 .. n_classes - 1``, shape (n_classes, n_features)."""
-    sums = np.zeros((n_classes, X.shape[1]), dtype=np.result_type(X, np.float64))
-    np.add.at(sums, y_encoded, X)
     counts = np.bincount(y_encoded, minlength=n_classes)
-    return sums / counts[:, None]
+    return class_sums(X, y_encoded, n_classes) / counts[:, None]
 
 
 def one_hot(y_encoded, n_classes):
@@ -45,9 +54,7 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes):
     -------
     scores : ndarray of shape (n_samples, n_classes)
     """
-    sums = class_means(items, y_encoded, n_classes) * np.bincount(
-        y_encoded, minlength=n_classes
-    )[:, None]
+    sums = class_sums(items, y_encoded, n_classes)
     scores = queries @ l2_normalize(sums).T
     own = sums[y_encoded] - items
     own_norm = np.linalg.norm(own, axis=1)

@@ -9,24 +9,26 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
-from .basic import l2_normalize
+from .basic import class_sums, l2_normalize
 
 
-def ridge_map_to_identity(V, targets, ridge):
-    """Linear map taking each row of ``V`` toward its target, shrunk toward the identity.
+def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge):
+    """Linear map taking each row of ``V`` toward its class prototype, shrunk toward the identity.
 
-    Solves ``argmin_W ||V W - targets||_F^2 + ridge * ||W - I||_F^2``, whose solution is
-    ``(V^T V + ridge I)^-1 (V^T targets + ridge I)``: a symmetric positive definite
-    system, solved by Cholesky. Directions that ``V`` does not span are left unchanged
-    (``W`` acts as the identity there), so the map is well defined with fewer samples
-    than dimensions.
+    Solves ``argmin_W ||V W - P_y||_F^2 + ridge * ||W - I||_F^2``, where row ``i`` of
+    ``P_y`` is ``prototypes[y_encoded[i]]``. The solution is
+    ``(V^T V + ridge I)^-1 (V^T P_y + ridge I)``: a symmetric positive definite system,
+    solved by Cholesky. Directions that ``V`` does not span are left unchanged (``W`` acts
+    as the identity there), so the map is well defined with fewer samples than dimensions.
 
     Parameters
     ----------
     V : ndarray of shape (n_samples, dim)
         Image features (in CMM, L2-normalised).
-    targets : ndarray of shape (n_samples, dim)
-        What each row should map to (in CMM, the text prototype of its class).
+    y_encoded : ndarray of shape (n_samples,)
+        Class index of each row, in ``0 .. n_classes - 1``.
+    prototypes : ndarray of shape (n_classes, dim)
+        What the rows of each class should map to (in CMM, the class text prototypes).
     ridge : float
         Strength of the pull toward the identity; must be positive.
 
@@ -36,9 +38,12 @@ def ridge_map_to_identity(V, targets, ridge):
         The map, applied as ``V @ W``.
     """
     V = np.asarray(V, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
+    prototypes = np.asarray(prototypes, dtype=np.float64)
     eye = np.eye(V.shape[1])
-    return linalg.solve(V.T @ V + ridge * eye, V.T @ targets + ridge * eye, assume_a="pos")
+    # V^T P_y = S^T P with S the class sums of V: (n_classes x dim) instead of
+    # (n_samples x dim) products, half the cost of the closed form at ImageNet scale.
+    cross = class_sums(V, y_encoded, len(prototypes)).T @ prototypes
+    return linalg.solve(V.T @ V + ridge * eye, cross + ridge * eye, assume_a="pos")
 
 
 def map_to_text(X, W):

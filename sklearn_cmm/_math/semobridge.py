@@ -12,6 +12,7 @@ cancels from every score, prototype and loss.
 
 import numpy as np
 import torch
+from scipy import linalg
 from scipy.special import softmax
 from torch.nn.functional import cross_entropy, normalize
 
@@ -19,10 +20,17 @@ from .basic import class_means, l2_normalize, loo_prototype_cosine
 
 
 def pinv_with_cutoff(W, cutoff):
-    """Pseudo-inverse of ``W`` by SVD, singular values not above ``cutoff`` treated as zero.
+    """Pseudo-inverse of ``W``, singular values not above ``cutoff`` treated as zero.
 
     SeMoBridge's only regularisation: an absolute cut-off (0.3 in the paper), not the
     relative ``rcond`` of :func:`numpy.linalg.pinv`.
+
+    Computed from the eigendecomposition ``W^T W = V diag(s^2) V^T`` as
+    ``V_k diag(1 / s_k^2) V_k^T W^T`` (equal to ``V_k diag(1 / s_k) U_k^T``), about 3x
+    faster than an SVD at CLIP's sizes. Squaring costs relative precision
+    ``eps * (s_max / s_k)^2`` on a kept direction, negligible unless the cut-off is far
+    below the largest singular value; there (cut-off below ``1e-4 * s_max``, e.g. 0) the
+    SVD is used.
 
     Parameters
     ----------
@@ -37,17 +45,21 @@ def pinv_with_cutoff(W, cutoff):
         ``V_k diag(1 / s_k) U_k^T`` over the singular triplets with ``s_k > cutoff``
         (zeros if there is none).
     """
-    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    W = np.asarray(W, dtype=np.float64)
+    squares, V = linalg.eigh(W.T @ W, driver="evd", check_finite=False)
+    if cutoff**2 >= 1e-8 * squares[-1]:
+        keep = squares > cutoff**2
+        return (V[:, keep] / squares[keep]) @ (W @ V[:, keep]).T
+    U, s, Vt = linalg.svd(W, full_matrices=False, check_finite=False)
     keep = s > cutoff
     return (Vt[keep].T / s[keep]) @ U[:, keep].T
 
 
-def bridge(f, W_pinv, W, bias=None):
-    """The bridged embedding ``f_hat = normalize(f @ W_pinv + bias) @ W``.
+def pseudo_tokens(f, W_pinv, bias=None):
+    """The pseudo end-of-text tokens ``e = normalize(f @ W_pinv + bias)``.
 
-    ``f @ W_pinv + bias``, normalised, is the pseudo end-of-text token ``e`` (up to the
-    scale ``s``, which cancels in every use); projecting it with ``W`` gives an embedding
-    in the text modality.
+    Up to the scale ``s``, which cancels in every use; :func:`bridge` projects them with
+    ``W`` into the text modality.
 
     Parameters
     ----------
@@ -55,32 +67,52 @@ def bridge(f, W_pinv, W, bias=None):
         Raw (not normalised) image embeddings.
     W_pinv : ndarray of shape (dim, width)
         (Cut-off or trained) pseudo-inverse of ``W``.
-    W : ndarray of shape (width, dim)
-        The text projection.
     bias : ndarray of shape (n_samples, width) or (width,), default=None
         Bias added before the normalisation (SeMoBridge-T's class bias of each sample's
         class); None (the closed form, and every query at test time) adds nothing.
 
     Returns
     -------
+    tokens : ndarray of shape (n_samples, width)
+        Unit rows, in the precision of ``f``.
+    """
+    # float32 features get a float32 product: twice as fast (the bulk of SeMoBridge's
+    # closed-form fit), and as precise as the features themselves.
+    tokens = f @ np.asarray(W_pinv).astype(f.dtype, copy=False)
+    if bias is not None:
+        tokens = tokens + bias
+    return l2_normalize(tokens)
+
+
+def bridge(f, W_pinv, W, bias=None):
+    """The bridged embedding ``f_hat = normalize(f @ W_pinv + bias) @ W``.
+
+    Parameters
+    ----------
+    f, W_pinv, bias
+        As in :func:`pseudo_tokens`.
+    W : ndarray of shape (width, dim)
+        The text projection.
+
+    Returns
+    -------
     f_hat : ndarray of shape (n_samples, dim)
         Bridged embeddings, not normalised.
     """
-    tokens = f @ W_pinv
-    if bias is not None:
-        tokens = tokens + bias
-    return l2_normalize(tokens) @ W
+    return pseudo_tokens(f, W_pinv, bias) @ W
 
 
-def bridge_prototypes(f, f_hat, y_encoded, n_classes):
+def bridge_prototypes(f, tokens, W, y_encoded, n_classes):
     """The bridged and the raw few-shot class prototypes.
 
     Parameters
     ----------
     f : ndarray of shape (n_samples, dim)
         Raw few-shot image embeddings (not normalised before the mean).
-    f_hat : ndarray of shape (n_samples, dim)
-        Their bridged embeddings (:func:`bridge`).
+    tokens : ndarray of shape (n_samples, width)
+        Their pseudo tokens (:func:`pseudo_tokens`), so that ``f_hat = tokens @ W``.
+    W : ndarray of shape (width, dim)
+        The text projection.
     y_encoded : ndarray of shape (n_samples,)
         Class indices in ``0 .. n_classes - 1``.
     n_classes : int
@@ -89,12 +121,14 @@ def bridge_prototypes(f, f_hat, y_encoded, n_classes):
     Returns
     -------
     F_hat : ndarray of shape (n_classes, dim)
-        ``normalize(mean_k f_hat_{c,k})``.
+        ``normalize(mean_k f_hat_{c,k})``, computed as ``normalize((mean_k e_{c,k}) @ W)``
+        (the projection is linear): a (classes x width) product instead of a
+        (shots x width) one.
     F_bar : ndarray of shape (n_classes, dim)
         ``normalize(mean_k f_{c,k})``.
     """
     return (
-        l2_normalize(class_means(f_hat, y_encoded, n_classes)),
+        l2_normalize(class_means(tokens, y_encoded, n_classes) @ W),
         l2_normalize(class_means(f, y_encoded, n_classes)),
     )
 
