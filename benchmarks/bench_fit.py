@@ -108,7 +108,8 @@ def main(argv=None):
         if name.startswith("SeMoBridge-T"):
             per_step = max(best - sb_closed, 0) / row["steps"]
             row["per_step_s"] = per_step
-            row[f"extrapolated_{SBT_DEFAULT_STEPS}_steps_s"] = sb_closed + SBT_DEFAULT_STEPS * per_step
+            extrapolated = sb_closed + SBT_DEFAULT_STEPS * per_step
+            row[f"extrapolated_{SBT_DEFAULT_STEPS}_steps_s"] = extrapolated
         elif row["steps"]:
             row["per_step_s"] = best / row["steps"]
         rows.append(row)

@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIP_IMAGENET_TEMPLATES",
+    "CLIPFeaturizer",
+    "CLIPTextEncoder",
     "CrossModalMappingClassifier",
     "SeMoBridgeClassifier",
     "TipAdapterClassifier",

@@ -17,6 +17,16 @@ def offline_hub():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Every torch problem in the tests is tiny: more threads only add synchronisation,
+    and spin-waiting when the machine is busy (several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny open_clip model: its registered config name and a saved checkpoint.

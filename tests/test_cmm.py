@@ -13,15 +13,6 @@ from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_prototypes
 from sklearn_cmm.model_selection import FewShotSplit
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny problems: threads only add synchronisation (and spin-waiting on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _unit(A):
     return A / np.linalg.norm(A, axis=1, keepdims=True)
 

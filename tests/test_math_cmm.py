@@ -14,15 +14,6 @@ from sklearn_cmm._math.cmm import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny problems: threads only add synchronisation (and spin-waiting on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _unit(A):
     return A / np.linalg.norm(A, axis=-1, keepdims=True)
 
@@ -33,7 +24,8 @@ def test_ridge_map_matches_augmented_lstsq(n_samples, dim, ridge):
     rng = np.random.RandomState(0)
     V, y, P = rng.randn(n_samples, dim), rng.randint(0, 3, n_samples), rng.randn(3, dim)
     targets = np.array([P[label] for label in y])
-    # min ||V W - P_y||^2 + ridge ||W - I||^2  ==  least squares on [V; sqrt(r) I] W = [P_y; sqrt(r) I]
+    # min ||V W - P_y||^2 + ridge ||W - I||^2 is least squares on
+    # [V; sqrt(r) I] W = [P_y; sqrt(r) I]
     root = np.sqrt(ridge) * np.eye(dim)
     expected = np.linalg.lstsq(np.vstack([V, root]), np.vstack([targets, root]), rcond=None)[0]
     np.testing.assert_allclose(ridge_map_to_prototypes(V, y, P, ridge), expected, atol=1e-9)
@@ -53,8 +45,9 @@ def test_ridge_map_limits():
     V = rng.randn(30, 5)
     W_true = rng.randn(5, 5)
     y = np.arange(30)
-    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, V @ W_true, 1e-10), W_true, atol=1e-7)
-    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, V @ W_true, 1e10), np.eye(5), atol=1e-7)
+    targets = V @ W_true
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, targets, 1e-10), W_true, atol=1e-7)
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, targets, 1e10), np.eye(5), atol=1e-7)
 
 
 def test_map_to_text():

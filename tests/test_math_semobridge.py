@@ -19,15 +19,6 @@ from sklearn_cmm._math.semobridge import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny tensors: threads only add spin-waiting on a busy machine.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def unit(v):
     return v / math.sqrt(sum(x * x for x in v))
 

@@ -1,20 +1,11 @@
 import numpy as np
 import pytest
-import torch
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
 from sklearn_cmm.methods import METHODS, get_method, make_classifier, search_space
 
 NAMES = ["zero-shot", "linear-probe", "tip-adapter", "cmm", "semobridge", "semobridge-t"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _problem(n_classes=4, per_class=6, dim=12, seed=0):

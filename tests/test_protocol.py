@@ -7,7 +7,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sklearn_cmm.cli import main
@@ -22,15 +21,6 @@ from sklearn_cmm.protocol.synthetic import make_synthetic_features
 
 # Small and fast: SeMoBridge-T trains for a few steps only.
 FAST = ["--set", "semobridge-t.max_iter=20", "--set", "semobridge-t.warmup_iter=2"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny torch problems on a shared machine run fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------- datasets

@@ -12,15 +12,6 @@ from sklearn_cmm import SeMoBridgeClassifier, ZeroShotClassifier
 from sklearn_cmm.model_selection import FewShotSplit, draw_shots
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny tensors: threads only add spin-waiting on a busy machine.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def modality_gap_problem(seed, n_classes=10, dim=24, n_per_class=30, text_noise=1.0,
                          image_noise=1.5):
     """Images and class texts in shifted cones, with a CLIP-like text projection.
