@@ -39,7 +39,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         Where the prototypes come from.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
@@ -144,7 +144,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         Leave-one-out accuracy of the chosen weights on the shots (``search="cv"``).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also

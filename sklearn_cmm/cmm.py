@@ -118,13 +118,13 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
         Frozen unit prototypes ``T0`` (text, or image class means when text-free).
     prototype_source_ : {"text", "image_means"}
         Where ``T0`` comes from.
-    loss_curve_ : ndarray of shape (n_iter_,)
+    loss_curve_ : ndarray of shape (`n_iter_`,)
         Refinement loss before each step.
     n_iter_ : int
         Refinement steps taken (``max_iter``).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also

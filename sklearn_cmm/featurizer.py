@@ -186,7 +186,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Returns
         -------
-        X_new : ndarray of shape (n_images, embed_dim_), dtype float32
+        X_new : ndarray of shape (n_images, `embed_dim_`), dtype float32
             The image embeddings, L2-normalised when ``normalize=True``.
 
         Raises

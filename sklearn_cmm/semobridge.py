@@ -167,7 +167,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         (scikit-learn wants ``n_iter_ >= 1`` from every estimator with ``max_iter``).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
