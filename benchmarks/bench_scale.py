@@ -24,7 +24,7 @@ refinement and SeMoBridge-T per step).
 
 Usage::
 
-    python benchmarks/bench_scale.py                 # CPU, ~15 min on 2 cores
+    python benchmarks/bench_scale.py                 # CPU, ~6 min on 2 cores
     python benchmarks/bench_scale.py --quick         # small sizes, ~1 min
     python benchmarks/bench_scale.py --device cuda   # GPU section of the same JSON
 
