@@ -127,10 +127,14 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self._fit(X, y_encoded, class_text, rng)
         return self
 
-    def _validated_logits(self, X):
+    def _validated_features(self, X):
+        """``X`` checked against the fit, as float64: inference always runs in float64."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._logits(np.asarray(X, dtype=np.float64))
+        return np.asarray(X, dtype=np.float64)
+
+    def _validated_logits(self, X):
+        return self._logits(self._validated_features(X))
 
     def decision_function(self, X):
         """Class scores of the method (its logits).

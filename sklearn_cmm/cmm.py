@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from sklearn.base import TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
@@ -317,6 +316,4 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
             ``normalize(normalize(X) @ mapping_)``: unit rows comparable with the text
             prototypes by cosine similarity.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return map_to_text(np.asarray(X, dtype=np.float64), self.mapping_)
+        return map_to_text(self._validated_features(X), self.mapping_)

@@ -7,7 +7,6 @@ import torch
 from sklearn.base import TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
@@ -477,6 +476,4 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         X_bridged : ndarray of shape (n_samples, n_features)
             Unit bridged embeddings.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return l2_normalize(self._bridge(np.asarray(X, dtype=np.float64)))
+        return l2_normalize(self._bridge(self._validated_features(X)))
