@@ -2,7 +2,7 @@
 The one-line pipeline: images in, few-shot classifier out
 =========================================================
 
-``make_pipeline(CLIPFeaturizer(...), CrossModalMappingClassifier())`` takes images and
+``make_clip_pipeline(CLIPFeaturizer(...), CrossModalMappingClassifier())`` takes images and
 string labels; the classifier gets its class text prototypes from the same CLIP model as
 the featurizer. Here the model is the small CLIP bundled with the package (trained by the
 project on Fashion-MNIST), so the example runs offline; with a connected machine use
@@ -14,9 +14,8 @@ project on Fashion-MNIST), so the example runs offline; with a connected machine
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay
-from sklearn.pipeline import make_pipeline
 
-from sklearn_cmm import CLIPFeaturizer, CrossModalMappingClassifier, ZeroShotClassifier
+from sklearn_cmm import CLIPFeaturizer, CrossModalMappingClassifier, ZeroShotClassifier, make_clip_pipeline
 from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
 from sklearn_cmm.model_selection import draw_shots
 
@@ -34,7 +33,9 @@ for classifier in (
     ZeroShotClassifier(templates=data.templates),
     CrossModalMappingClassifier(templates=data.templates, random_state=0),
 ):
-    pipeline = make_pipeline(CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled"), classifier)
+    # make_clip_pipeline gives the classifier the text side of the featurizer's model
+    # (make_pipeline would do for CLIPFeaturizer() at its default model).
+    pipeline = make_clip_pipeline(CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled"), classifier)
     pipeline.fit(data.images[train], labels[train])
     name = type(classifier).__name__
     results[name] = pipeline

@@ -1,5 +1,6 @@
 """What the four few-shot classifiers share: text-side parameters, validation, prediction."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -10,30 +11,41 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._embeddings import recorded_text_encoder
 from ._math.basic import class_means, l2_normalize
 from .model_selection import draw_shots
 from .text import CLIP_IMAGENET_TEMPLATES, class_text_features
 
 # Docstring paragraphs every classifier repeats verbatim, kept in one place.
-TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_classes, dim), dict or None, default=None
-        Class text embeddings: an array with one row per class in the order of
-        ``np.unique(y)``, or a dict ``{label: vector or (n_prompts, dim) array}`` (several
-        prompts of a class are averaged after L2-normalisation). Labels missing from a
-        dict are encoded with ``text_encoder``.
+TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict or None, default=None
+        Class text embeddings: an array with one row per class (in the order of
+        ``np.unique(y)``, or of ``classes`` when given), or a dict ``{label: vector or
+        (n_prompts, dim) array}`` (several prompts of a class are averaged after
+        L2-normalisation). Labels missing from a dict are encoded with ``text_encoder``;
+        a dict none of whose keys is a label of ``y`` is an error.
+
+    classes : array-like of shape (n_rows,) or None, default=None
+        The label of each row of an array ``text_features``, so that the array may cover
+        more classes than a fit sees (a meta-estimator's fold, ``OneVsRestClassifier``).
+        None: the rows are the classes of ``y`` in sorted order.
 
     class_names : dict or None, default=None
         Readable name of each label for the prompts; string labels are their own names.
 
     templates : sequence of str, default=CLIP_IMAGENET_TEMPLATES
-        Prompt templates with one ``{}`` for the class name (CLIP's 7 ImageNet templates).
+        Prompt templates, each with exactly one ``{}`` for the class name (CLIP's 7
+        ImageNet templates).
 
     text_encoder : "clip", object with ``encode_text`` or None, default="clip"
         Where text features come from when ``text_features`` does not give them.
-        ``"clip"`` is the CLIP model of the :class:`~sklearn_cmm.CLIPFeaturizer` that made
-        ``X`` (the model most recently used by a featurizer in this process with the
-        dimension of ``X``); an object with ``encode_text(list_of_str) -> (n, dim)`` is
-        used as it is (e.g. :class:`~sklearn_cmm.CLIPTextEncoder`). With ``None`` and no
-        ``text_features`` the classifier is *text-free*: class prototypes are the
+        ``"clip"`` is ``CLIPTextEncoder()``: the model of ``CLIPFeaturizer()`` at its
+        defaults, so ``make_pipeline(CLIPFeaturizer(), classifier)`` works as it is. For
+        another model pass its encoder (``featurizer.text_encoder()``, a
+        :class:`~sklearn_cmm.CLIPTextEncoder`) or use
+        :func:`~sklearn_cmm.make_clip_pipeline`; features straight from a featurizer of
+        another model raise a ``ValueError`` rather than meet the wrong text. Any object
+        with ``encode_text(list_of_str) -> (n, dim)`` is used as it is. With ``None`` and
+        no ``text_features`` the classifier is *text-free*: class prototypes are the
         normalised class means of the normalised image features.
 
     n_shots : int or None, default=None
@@ -56,6 +68,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = {
         "text_features": ["array-like", dict, None],
+        "classes": ["array-like", None],
         "class_names": [dict, None],
         "templates": ["array-like"],
         "text_encoder": [StrOptions({"clip"}), HasMethods(["encode_text"]), None],
@@ -70,6 +83,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self,
         text_features=None,
         *,
+        classes=None,
         class_names=None,
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
@@ -77,6 +91,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         random_state=None,
     ):
         self.text_features = text_features
+        self.classes = classes
         self.class_names = class_names
         self.templates = templates
         self.text_encoder = text_encoder
@@ -99,11 +114,13 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
+        recorded_encoder = recorded_text_encoder(X)  # validate_data drops the record
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        bad = [t for t in self.templates if not isinstance(t, str) or "{}" not in t]
-        if bad:
-            raise ValueError(f"templates must be strings with one '{{}}'; got {bad!r}.")
+        with warnings.catch_warnings():
+            # Few shots of many classes is this estimator's normal case, not a sign of a
+            # regression target.
+            warnings.filterwarnings("ignore", "The number of unique classes is greater")
+            check_classification_targets(y)
         rng = check_random_state(self.random_state)
         if self.n_shots is not None:
             shots, _ = draw_shots(y, self.n_shots, rng)
@@ -117,10 +134,12 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
             self.classes_,
             X.shape[1],
             text_features=self.text_features,
+            text_classes=self.classes,
             class_names=self.class_names,
             templates=self.templates,
             text_encoder=self.text_encoder,
             with_projection=self._needs_text_projection,
+            recorded_encoder=recorded_encoder,
         )
         # X stays float32 when given so: the math computes in float64, except the products
         # with the (n_samples x dim) features where a function says it keeps X's precision.

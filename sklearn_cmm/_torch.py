@@ -1,14 +1,14 @@
-"""Torch as an implementation detail: device, dtype, seeds and the one training loop.
+"""Torch as an implementation detail: device, dtype and the one training loop.
 
 Every estimator goes through these helpers, so that arrays enter and leave as numpy, the
-device is chosen in one place, and randomness comes from a local ``torch.Generator``
-seeded from ``random_state`` (the global torch seed is never touched).
+device is chosen in one place, and nothing touches torch's global random state.
 """
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
+
+from ._device import check_device
 
 #: dtype of every tensor the estimators train with; results come back as float64 numpy.
 TRAIN_DTYPE = torch.float32
@@ -20,28 +20,16 @@ def resolve_device(device="auto"):
     ``"auto"`` picks the first GPU when CUDA is available, else the CPU. Asking for CUDA
     on a machine without it is an error rather than a silent fall back to the CPU.
     """
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda[:N]'."
-        ) from exc
+    resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but CUDA is not available on this machine; "
             "use device='auto' or device='cpu'."
         )
     return resolved
-
-
-def make_generator(random_state, device):
-    """A ``torch.Generator`` on ``device`` seeded from a scikit-learn ``random_state``."""
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
-    return generator
 
 
 def as_tensor(array, device):

@@ -72,6 +72,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         self,
         text_features=None,
         *,
+        classes=None,
         class_names=None,
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
@@ -81,6 +82,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
     ):
         super().__init__(
             text_features,
+            classes=classes,
             class_names=class_names,
             templates=templates,
             text_encoder=text_encoder,
@@ -183,6 +185,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self,
         text_features=None,
         *,
+        classes=None,
         class_names=None,
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
@@ -196,6 +199,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
     ):
         super().__init__(
             text_features,
+            classes=classes,
             class_names=class_names,
             templates=templates,
             text_encoder=text_encoder,

@@ -190,6 +190,7 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
         self,
         text_features=None,
         *,
+        classes=None,
         class_names=None,
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
@@ -210,6 +211,7 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
     ):
         super().__init__(
             text_features,
+            classes=classes,
             class_names=class_names,
             templates=templates,
             text_encoder=text_encoder,

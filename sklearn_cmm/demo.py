@@ -1,6 +1,6 @@
 """Compare every method on the bundled CLIP model and Fashion-MNIST images, offline.
 
-First fits the one-line pipeline ``make_pipeline(CLIPFeaturizer(...),
+First fits the one-line pipeline ``make_clip_pipeline(CLIPFeaturizer(...),
 CrossModalMappingClassifier())`` on raw images with string labels. Then embeds the
 bundled held-out images once with :class:`~sklearn_cmm.CLIPFeaturizer` and, for every
 number of shots and seed, draws the few-shot training set with
@@ -53,15 +53,13 @@ def add_arguments(parser):
 
 def _pipeline_check(data, device, verbose):
     """The one-liner on raw images and string labels: text comes from the same model."""
-    from sklearn.pipeline import make_pipeline
-
-    from . import CLIPFeaturizer, CrossModalMappingClassifier
+    from . import CLIPFeaturizer, CrossModalMappingClassifier, make_clip_pipeline
     from .bundled import BUNDLED_MODEL
     from .model_selection import draw_shots
 
     labels = np.asarray(data.target_names)[data.target]
     train, test = draw_shots(labels, 16, random_state=0)
-    pipeline = make_pipeline(
+    pipeline = make_clip_pipeline(
         CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled", device=device, verbose=verbose),
         CrossModalMappingClassifier(templates=data.templates, device=device, random_state=0),
     )
@@ -194,7 +192,7 @@ def run(args):
           f"model {BUNDLED_MODEL!r}, methods {', '.join(methods)}")
 
     pipeline_accuracy = _pipeline_check(data, args.device, verbose)
-    print(f"make_pipeline(CLIPFeaturizer(...), CrossModalMappingClassifier()) on raw images, "
+    print(f"make_clip_pipeline(CLIPFeaturizer(...), CrossModalMappingClassifier()) on raw images, "
           f"16 shots: top-1 {100 * pipeline_accuracy:.2f}%")
 
     featurizer = CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled", device=args.device,

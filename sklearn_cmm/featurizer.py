@@ -6,16 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from . import _clip
-from ._clip import CLIPTextEncoder
+from ._clip.config import PRECISIONS
+from ._clip.text_encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPTextEncoder
+from ._device import check_device
+from ._embeddings import CLIPEmbeddings
 
 # Decoding threads when num_workers=None: enough to keep a GPU fed, capped because each
 # thread holds decoded images in memory.
@@ -31,10 +31,17 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     embedding per image, in order. Each image goes through the model's own preprocessing
     (resize, crop, normalisation), as for open_clip's ``encode_image``.
 
-    Loaded models live in a process-wide cache keyed by model, weights and device, so a
-    pipeline's featurizer and the text side of its classifier (``text_encoder="clip"``)
-    share one copy, and a pickled featurizer holds no weights: they are loaded again when
-    it is next used.
+    The embeddings come as :class:`~sklearn_cmm.CLIPEmbeddings`, a numpy array that
+    records this model, so that a classifier whose text would come from another model
+    raises instead of silently mixing the two (``make_pipeline(CLIPFeaturizer(),
+    classifier)`` works as it is: both default to the same model; for another model use
+    :func:`~sklearn_cmm.make_clip_pipeline` or ``text_encoder=featurizer.text_encoder()``).
+
+    The weights load lazily, at the first ``fit`` or ``transform``: a wrong
+    ``pretrained`` is reported there, as scikit-learn validates parameters at fit. Loaded
+    models live in a process-wide cache keyed by model, weights and device, so a
+    pipeline's featurizer and the text side of its classifier share one copy, and a
+    pickled featurizer holds no weights: they are loaded again when it is next used.
 
     Parameters
     ----------
@@ -112,8 +119,8 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     _parameter_constraints = {
         "model": [str, os.PathLike],
         "pretrained": [str, os.PathLike, None],
-        "device": [str, torch.device],
-        "precision": [StrOptions(set(_clip.PRECISIONS))],
+        "device": "no_validation",  # check_device, in fit
+        "precision": [StrOptions(set(PRECISIONS))],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "normalize": ["boolean"],
@@ -123,9 +130,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def __init__(
         self,
-        model="ViT-B-16",
+        model=DEFAULT_MODEL,
         *,
-        pretrained="openai",
+        pretrained=DEFAULT_PRETRAINED,
         device="auto",
         precision="auto",
         batch_size=64,
@@ -145,12 +152,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.verbose = verbose
 
     def _loaded_model(self):
-        loaded = _clip.load_model(
-            self.model, self.pretrained, device=self.device, cache_dir=self.cache_dir
-        )
-        # Classifiers with text_encoder="clip" pick the text side of this model.
-        _clip.record_featurizer_use(self.text_encoder(), loaded.embed_dim)
-        return loaded
+        from ._clip.model import load_model
+
+        return load_model(self.model, self.pretrained, device=self.device, cache_dir=self.cache_dir)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -168,6 +172,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self : object
             The fitted featurizer.
         """
+        check_device(self.device)
         loaded = self._loaded_model()
         self.embed_dim_ = loaded.embed_dim
         self.image_size_ = loaded.image_size
@@ -186,8 +191,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Returns
         -------
-        X_new : ndarray of shape (n_images, `embed_dim_`), dtype float32
-            The image embeddings, L2-normalised when ``normalize=True``.
+        X_new : CLIPEmbeddings of shape (n_images, `embed_dim_`), dtype float32
+            The image embeddings, L2-normalised when ``normalize=True``: a numpy array
+            that records this featurizer's model (``X_new.text_encoder``).
 
         Raises
         ------
@@ -195,10 +201,15 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             If an image file is missing or cannot be decoded (the message names it), or
             if an item is not an image.
         """
+        import torch
+        import torch.nn.functional as F
+
+        from ._clip.model import resolve_precision
+
         check_is_fitted(self)
         items = _image_items(X)
         loaded = self._loaded_model()
-        precision = _clip.resolve_precision(self.precision, loaded.device)
+        precision = resolve_precision(self.precision, loaded.device)
         n_workers = self.num_workers
         if n_workers is None:
             n_workers = min(_MAX_AUTO_WORKERS, os.cpu_count() or 1)
@@ -222,7 +233,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             features = torch.cat(features)
             if self.normalize:
                 features = F.normalize(features, dim=-1)
-            return features.cpu().numpy()
+        return CLIPEmbeddings(features.cpu().numpy(), self.text_encoder())
 
     @property
     def _n_features_out(self):
@@ -244,13 +255,6 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             precision=self.precision,
             cache_dir=self.cache_dir,
         )
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # An unpickled fitted featurizer (e.g. a Pipeline(memory=...) cache hit, which
-        # skips fit) still tells text_encoder="clip" which model made the features.
-        if hasattr(self, "embed_dim_"):
-            _clip.record_featurizer_use(self.text_encoder(), self.embed_dim_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -361,6 +365,8 @@ def _prepared_batches(items, prepare, batch_size, n_workers, *, pin):
 
 
 def _stack(arrays, pin):
+    import torch
+
     # Pinned memory lets the copy to the GPU run asynchronously.
     batch = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8, pin_memory=pin)
     np.stack(arrays, out=batch.numpy())

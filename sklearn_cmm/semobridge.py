@@ -267,6 +267,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self,
         text_features=None,
         *,
+        classes=None,
         class_names=None,
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
@@ -298,6 +299,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     ):
         super().__init__(
             text_features,
+            classes=classes,
             class_names=class_names,
             templates=templates,
             text_encoder=text_encoder,

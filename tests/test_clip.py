@@ -3,7 +3,6 @@
 import copy
 import pickle
 import time
-from collections import OrderedDict
 
 import huggingface_hub
 import numpy as np
@@ -13,8 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sklearn_cmm import _clip
-from sklearn_cmm._clip import CLIPTextEncoder, default_text_encoder, load_model
+from sklearn_cmm._clip import config, weights
+from sklearn_cmm._clip import model as clip_model
+from sklearn_cmm._clip.model import load_model
+from sklearn_cmm._clip.text_encoder import CLIPTextEncoder
 from sklearn_cmm.featurizer import CLIPFeaturizer
 
 from ._tiny_clip import TINY_CONFIG, random_state_dict, reference_features, write_config
@@ -25,7 +26,7 @@ TEXTS = ["a photo of a temple.", "a photo of a flower.", "itap of a cat."]
 @pytest.fixture
 def count_loads(monkeypatch):
     """Empty model cache; returns a list that grows by one per open_clip model creation."""
-    _clip.clear_model_cache()
+    clip_model.clear_model_cache()
     calls = []
     create = open_clip.create_model
 
@@ -35,13 +36,7 @@ def count_loads(monkeypatch):
 
     monkeypatch.setattr(open_clip, "create_model", counting_create)
     yield calls
-    _clip.clear_model_cache()
-
-
-@pytest.fixture
-def fresh_featurizer_history(monkeypatch):
-    """Forget which models featurizers used, for default_text_encoder tests."""
-    monkeypatch.setattr(_clip, "_RECENT_FEATURIZERS", OrderedDict())
+    clip_model.clear_model_cache()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +56,8 @@ def bundled_dir(tmp_path_factory):
     write_config(folder / f"{name}.json", preprocess_cfg=preprocess)
     # Registering the config (from a copy without preprocess_cfg) lets us draw weights.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_clip, "_BUNDLED_DIR", folder)
-        _clip.model_name(name)
+        mp.setattr(config, "BUNDLED_DIR", folder)
+        config.model_name(name)
     weights = {k: v.half() for k, v in random_state_dict(name, seed=1).items()}
     save_file(weights, folder / f"{name}.safetensors")
     return folder, name, preprocess
@@ -77,31 +72,31 @@ def _photo(seed=0, size=(45, 37)):
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown CLIP model 'no-such-model'.*open_clip"):
-        _clip.model_name("no-such-model")
+        config.model_name("no-such-model")
 
 
 def test_json_config_path_registers_the_model(tmp_path):
     path = write_config(tmp_path / "sklearn-cmm-test-json.json")
-    assert _clip.model_name(path) == "sklearn-cmm-test-json"
-    assert _clip.model_name(str(path)) == "sklearn-cmm-test-json"  # registered once
-    assert _clip.embed_dim_of(path) == TINY_CONFIG["embed_dim"]
+    assert config.model_name(path) == "sklearn-cmm-test-json"
+    assert config.model_name(str(path)) == "sklearn-cmm-test-json"  # registered once
+    assert config.embed_dim_of(path) == TINY_CONFIG["embed_dim"]
     assert "sklearn-cmm-test-json" in open_clip.list_models()
 
 
 def test_config_errors(tmp_path, tiny_clip):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match="Cannot read the model config"):
-        _clip.model_name(tmp_path / "broken.json")
+        config.model_name(tmp_path / "broken.json")
     write_config(tmp_path / "partial.json", config={"embed_dim": 8})
     with pytest.raises(ValueError, match="not an open_clip model config.*text_cfg"):
-        _clip.model_name(tmp_path / "partial.json")
+        config.model_name(tmp_path / "partial.json")
     other = {**TINY_CONFIG, "embed_dim": 16}
     write_config(tmp_path / f"{tiny_clip.name}.json", config=other)
     with pytest.raises(ValueError, match="already has a different model config"):
-        _clip.model_name(tmp_path / f"{tiny_clip.name}.json")
+        config.model_name(tmp_path / f"{tiny_clip.name}.json")
     write_config(tmp_path / "odd-preprocess.json", preprocess_cfg={"crop": 3})
     with pytest.raises(ValueError, match="unknown keys \\['crop'\\]"):
-        _clip.model_name(tmp_path / "odd-preprocess.json")
+        config.model_name(tmp_path / "odd-preprocess.json")
 
 
 # --- loading and preprocessing -----------------------------------------------------------
@@ -136,7 +131,7 @@ def test_models_are_cached_per_weights_and_device(tiny_clip, count_loads):
 
 
 def test_model_cache_is_bounded(tiny_clip, count_loads, monkeypatch):
-    monkeypatch.setattr(_clip, "_MAX_CACHED_MODELS", 1)
+    monkeypatch.setattr(clip_model, "_MAX_CACHED_MODELS", 1)
     first = load_model(tiny_clip.name, tiny_clip.checkpoint)
     load_model(tiny_clip.name, None)
     assert load_model(tiny_clip.name, tiny_clip.checkpoint) is not first
@@ -145,7 +140,7 @@ def test_model_cache_is_bounded(tiny_clip, count_loads, monkeypatch):
 
 def test_random_weights_are_seeded(tiny_clip, count_loads):
     first = load_model(tiny_clip.name, None).model.state_dict()
-    _clip.clear_model_cache()
+    clip_model.clear_model_cache()
     second = load_model(tiny_clip.name, None).model.state_dict()
     for name, tensor in first.items():
         torch.testing.assert_close(second[name], tensor)
@@ -162,7 +157,7 @@ def test_bad_pretrained_is_a_clear_error(tiny_clip, tmp_path):
 
 def test_bundled_model_uses_its_preprocess_cfg(bundled_dir, count_loads, monkeypatch):
     folder, name, preprocess = bundled_dir
-    monkeypatch.setattr(_clip, "_BUNDLED_DIR", folder)
+    monkeypatch.setattr(config, "BUNDLED_DIR", folder)
     loaded = load_model(name, "bundled")
     for key in ("mean", "std"):
         assert tuple(loaded.preprocess_cfg[key]) == tuple(preprocess[key])
@@ -193,15 +188,15 @@ def test_bundled_model_uses_its_preprocess_cfg(bundled_dir, count_loads, monkeyp
 
 def test_local_checkpoint_of_a_builtin_takes_the_settings_its_tags_share():
     # Every RN50 checkpoint open_clip knows was trained with QuickGELU.
-    preprocess, quick_gelu = _clip._local_checkpoint_settings("RN50")
+    preprocess, quick_gelu = weights.local_checkpoint_settings("RN50")
     assert quick_gelu
     assert preprocess["mean"] == open_clip.OPENAI_DATASET_MEAN
     # ViT-B-16's OpenAI weights use QuickGELU, its LAION weights do not: say so.
     with pytest.warns(UserWarning, match="differ in \\['quick_gelu'\\].*ViT-B-16-quickgelu"):
-        _, quick_gelu = _clip._local_checkpoint_settings("ViT-B-16")
+        _, quick_gelu = weights.local_checkpoint_settings("ViT-B-16")
     assert not quick_gelu
     with pytest.warns(UserWarning, match="differ in \\['mean', 'std', 'quick_gelu'\\]"):
-        preprocess, _ = _clip._local_checkpoint_settings("ViT-L-14")
+        preprocess, _ = weights.local_checkpoint_settings("ViT-L-14")
     assert "mean" not in preprocess
 
 
@@ -237,7 +232,7 @@ def test_cached_tag_loads_offline_with_its_quickgelu_and_preprocessing(
     tiny_clip, fake_tag, count_loads, monkeypatch
 ):
     monkeypatch.setattr(open_clip, "download_pretrained", _no_download)
-    monkeypatch.setattr(_clip, "_hub_reachable", _no_download)
+    monkeypatch.setattr(weights, "_hub_reachable", _no_download)
     loaded = load_model(tiny_clip.name, "tinytag", cache_dir=fake_tag)
     # open_clip only warns when a tag needs QuickGELU; here it is switched on.
     assert any(isinstance(m, open_clip.model.QuickGELU) for m in loaded.model.modules())
@@ -255,7 +250,7 @@ def test_missing_tag_without_network_fails_fast(tiny_clip, fake_tag, tmp_path, m
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     probed = []
-    monkeypatch.setattr(_clip, "_hub_reachable", lambda url: probed.append(url) or False)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda url: probed.append(url) or False)
     with pytest.raises(RuntimeError, match="cannot be downloaded.*cache_dir"):
         load_model(tiny_clip.name, "tinytag", cache_dir=tmp_path / "empty")
     assert probed == ["https://huggingface.co"]
@@ -274,10 +269,10 @@ def test_default_featurizer_fails_fast_offline(tmp_path):
 
 def test_resolve_precision():
     cpu = torch.device("cpu")
-    assert _clip.resolve_precision("auto", cpu) == "fp32"
-    assert _clip.resolve_precision("bf16", cpu) == "bf16"
+    assert clip_model.resolve_precision("auto", cpu) == "fp32"
+    assert clip_model.resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision='fp8'"):
-        _clip.resolve_precision("fp8", cpu)
+        clip_model.resolve_precision("fp8", cpu)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -334,9 +329,9 @@ def test_encoded_texts_are_memoised(tiny_clip, count_loads, monkeypatch):
     encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
     first = encoder.encode_text(TEXTS)
     runs = []
-    run = _clip._LoadedModel._run_text_tower
+    run = clip_model.LoadedModel._run_text_tower
     monkeypatch.setattr(
-        _clip._LoadedModel, "_run_text_tower", lambda self, texts, *a: runs.append(texts) or run(self, texts, *a)
+        clip_model.LoadedModel, "_run_text_tower", lambda self, texts, *a: runs.append(texts) or run(self, texts, *a)
     )
     again = copy.deepcopy(encoder).encode_text(TEXTS[::-1] + ["a new prompt."])
     np.testing.assert_array_equal(again[:3], first[::-1])
@@ -356,34 +351,3 @@ def test_text_encoder_is_a_light_value(tiny_clip):
     assert repr(CLIPTextEncoder("RN50", device="cpu", batch_size=8)) == (
         "CLIPTextEncoder(model='RN50', pretrained='openai', device='cpu', batch_size=8)"
     )
-
-
-# --- default text encoder ----------------------------------------------------------------
-
-
-def test_default_text_encoder_follows_the_featurizer(tiny_clip, fresh_featurizer_history):
-    featurizer = CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint).fit(None)
-    encoder = default_text_encoder(32)
-    assert encoder == featurizer.text_encoder()
-    assert encoder.embed_dim == 32
-
-
-def test_default_text_encoder_falls_back_to_the_featurizer_default(fresh_featurizer_history):
-    assert default_text_encoder(512) == CLIPTextEncoder()
-
-
-def test_default_text_encoder_dimension_mismatch(tiny_clip, fresh_featurizer_history):
-    CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint).fit(None)
-    with pytest.raises(
-        ValueError,
-        match="64 dimensions.*'sklearn-cmm-test-tiny' \\(32\\).*different models.*"
-        "text_encoder=CLIPTextEncoder",
-    ):
-        default_text_encoder(64)
-
-
-def test_most_recent_featurizer_wins(tiny_clip, tmp_path, fresh_featurizer_history):
-    config = write_config(tmp_path / "sklearn-cmm-test-json.json")
-    CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint).fit(None)
-    CLIPFeaturizer(config, pretrained=None).fit(None)
-    assert default_text_encoder(32).model == config

@@ -14,7 +14,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from sklearn_cmm import _clip, featurizer as featurizer_module
+from sklearn_cmm import featurizer as featurizer_module
+from sklearn_cmm import make_clip_pipeline
+from sklearn_cmm._clip import model as clip_model
+from sklearn_cmm._clip.text_encoder import CLIPTextEncoder
 from sklearn_cmm.featurizer import CLIPFeaturizer
 
 from ._tiny_clip import reference_features
@@ -170,7 +173,7 @@ def test_init_and_clone_load_nothing(tiny_clip, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("model loaded")
 
-    monkeypatch.setattr(_clip, "load_model", fail)
+    monkeypatch.setattr(clip_model, "load_model", fail)
     featurizer = CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint, batch_size=8)
     copy = clone(featurizer)
     assert copy.get_params() == featurizer.get_params()
@@ -181,7 +184,7 @@ def test_pickle_drops_the_weights_and_reloads_them(featurizer, image_files):
     X = featurizer.fit_transform(image_files.paths)
     data = pickle.dumps(featurizer)
     assert len(data) < 5000
-    _clip.clear_model_cache()
+    clip_model.clear_model_cache()
     restored = pickle.loads(data)
     np.testing.assert_array_equal(restored.transform(image_files.paths), X)
 
@@ -191,7 +194,7 @@ def test_fitted_attributes(featurizer, tiny_clip):
     assert featurizer.embed_dim_ == 32
     assert featurizer.image_size_ == (32, 32)
     assert featurizer.preprocess_cfg_["mean"] == open_clip.OPENAI_DATASET_MEAN
-    assert featurizer.text_encoder() == _clip.CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
+    assert featurizer.text_encoder() == CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
 
 
 def test_feature_names_and_pandas_output(featurizer, image_files):
@@ -221,33 +224,36 @@ def test_sklearn_tags(featurizer):
 def test_pipeline_with_cross_modal_mapping_on_image_files(tiny_clip, image_files):
     from sklearn_cmm.cmm import CrossModalMappingClassifier
 
-    pipe = make_pipeline(
+    pipe = make_clip_pipeline(
         CLIPFeaturizer(model=tiny_clip.name, pretrained=tiny_clip.checkpoint),
         CrossModalMappingClassifier(),
     )
     pipe.fit(image_files.paths, image_files.labels)
-    predicted = pipe.predict(image_files.paths)
-    assert predicted.shape == (12,) and set(predicted) <= {"temple", "flower"}
+    assert pipe[-1].prototype_source_ == "text"
+    # The pipeline's prediction is the classifier's on the featurizer's output.
+    X = pipe[0].transform(image_files.paths)
+    np.testing.assert_array_equal(pipe.predict(image_files.paths), pipe[-1].predict(X))
 
 
 def test_pipeline_with_semobridge_gets_the_text_projection(tiny_clip, image_files):
     from sklearn_cmm.semobridge import SeMoBridgeClassifier
 
-    pipe = make_pipeline(
+    pipe = make_clip_pipeline(
         CLIPFeaturizer(model=tiny_clip.config_path, pretrained=tiny_clip.checkpoint),
         SeMoBridgeClassifier(),
     )
     pipe.fit(image_files.paths, image_files.labels)
-    assert set(pipe.predict(image_files.paths)) <= {"temple", "flower"}
+    encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
+    np.testing.assert_allclose(pipe[-1].text_projection_, encoder.text_projection, atol=1e-6)
 
 
 def test_classifier_text_comes_from_the_featurizer_model(tiny_clip, image_files):
     from sklearn_cmm.baselines import ZeroShotClassifier
 
-    pipe = make_pipeline(
+    pipe = make_clip_pipeline(
         CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint), ZeroShotClassifier()
     ).fit(image_files.paths, image_files.labels)
-    encoder = _clip.CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
+    encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
     prompts = [t.format("temple") for t in pipe[-1].templates]
     text = encoder.encode_text(prompts)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
@@ -261,7 +267,7 @@ def _grid_search(tiny_clip, image_files, memory):
     pipe = Pipeline(
         [
             ("clip", CLIPFeaturizer(tiny_clip.name, pretrained=tiny_clip.checkpoint)),
-            ("clf", ZeroShotClassifier()),
+            ("clf", ZeroShotClassifier(text_encoder=CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint))),
         ],
         memory=memory,
     )
@@ -270,7 +276,7 @@ def _grid_search(tiny_clip, image_files, memory):
 
 
 def test_grid_search_caches_the_featurizer_and_loads_one_model(tiny_clip, image_files, tmp_path, monkeypatch):
-    _clip.clear_model_cache()
+    clip_model.clear_model_cache()
     loads, featurizations = [], []
     create, prepared_batches = open_clip.create_model, featurizer_module._prepared_batches
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: loads.append(a[0]) or create(*a, **k))
@@ -299,6 +305,6 @@ def test_float_precision_choices_run_on_cpu(tiny_clip, image_files):
 
 def test_the_model_is_shared_not_copied(featurizer, tiny_clip):
     featurizer.fit(None)
-    loaded = _clip.load_model(tiny_clip.name, tiny_clip.checkpoint)
-    assert not any(isinstance(v, (torch.nn.Module, _clip._LoadedModel)) for v in vars(featurizer).values())
-    assert loaded is _clip.load_model(tiny_clip.config_path, tiny_clip.checkpoint, device="cpu")
+    loaded = clip_model.load_model(tiny_clip.name, tiny_clip.checkpoint)
+    assert not any(isinstance(v, (torch.nn.Module, clip_model.LoadedModel)) for v in vars(featurizer).values())
+    assert loaded is clip_model.load_model(tiny_clip.config_path, tiny_clip.checkpoint, device="cpu")

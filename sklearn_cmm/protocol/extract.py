@@ -247,7 +247,7 @@ def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
 
 def run(args):
     """Extract the features of every requested dataset; returns 0 on success."""
-    from .._clip import CLIPTextEncoder
+    from .._clip.text_encoder import CLIPTextEncoder
     from ..featurizer import CLIPFeaturizer
 
     datasets = _dataset_list(args.dataset)

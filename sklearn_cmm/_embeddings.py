@@ -1,0 +1,44 @@
+"""CLIPEmbeddings: image embeddings that remember which CLIP model made them.
+
+:class:`~sklearn_cmm.CLIPFeaturizer` returns them, so that a classifier can refuse text
+from another model than the one that embedded its images (see :mod:`sklearn_cmm.text`).
+The record is only ever used for that check: what a classifier computes comes from its
+parameters, so an embedding array that lost its record (saved and loaded, converted with
+``np.asarray``, cached by ``Pipeline(memory=...)``) gives the same result, unchecked.
+"""
+
+import numpy as np
+
+
+class CLIPEmbeddings(np.ndarray):
+    """A numpy array of image embeddings with the text encoder of their CLIP model.
+
+    It behaves as the ``ndarray`` it is; slices and arithmetic keep the record, and it
+    survives pickling (joblib workers, Dask, Ray). ``np.asarray(X)`` gives a plain array.
+
+    Attributes
+    ----------
+    text_encoder : CLIPTextEncoder or None
+        The text side of the model and weights that made the embeddings.
+    """
+
+    def __new__(cls, array, text_encoder):
+        embeddings = np.asarray(array).view(cls)
+        embeddings.text_encoder = text_encoder
+        return embeddings
+
+    def __array_finalize__(self, obj):
+        self.text_encoder = getattr(obj, "text_encoder", None)
+
+    def __reduce__(self):
+        rebuild, args, state = super().__reduce__()
+        return rebuild, args, (state, self.text_encoder)
+
+    def __setstate__(self, state):
+        array_state, self.text_encoder = state
+        super().__setstate__(array_state)
+
+
+def recorded_text_encoder(X):
+    """The text encoder recorded on ``X`` by a CLIPFeaturizer, or None."""
+    return getattr(X, "text_encoder", None) if isinstance(X, CLIPEmbeddings) else None
