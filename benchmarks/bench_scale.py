@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from sklearn_cmm.methods import make_classifier
+from sklearn_cmm.protocol.methods import make_classifier
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_scale.json"

@@ -1,8 +1,8 @@
 """Command line: ``sklearn-cmm demo | extract-features | benchmark``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args)``; modules are imported only when their subcommand runs, so ``--help`` stays
-fast and torch/open_clip load only when needed.
+``run(args)``. Building the parser imports those modules, which are light: torch and
+open_clip are imported inside ``run``, when a subcommand does its work.
 """
 
 import argparse
@@ -11,7 +11,7 @@ import importlib
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "demo": (
-        "sklearn_cmm.demo",
+        "sklearn_cmm.protocol.demo",
         "compare every method on the bundled model and images, offline",
     ),
     "extract-features": (

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sklearn_cmm.cli import main
-from sklearn_cmm.demo import _summary, format_table
+from sklearn_cmm.protocol.demo import _summary, format_table
 
 
 def _rows():

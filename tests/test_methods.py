@@ -3,7 +3,7 @@ import pytest
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
-from sklearn_cmm.methods import METHODS, get_method, make_classifier, search_space
+from sklearn_cmm.protocol.methods import METHODS, get_method, make_classifier, search_space
 
 NAMES = ["zero-shot", "linear-probe", "tip-adapter", "cmm", "semobridge", "semobridge-t"]
 

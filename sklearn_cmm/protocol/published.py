@@ -35,7 +35,6 @@ _RESULT_METHODS = {
 }
 _PREFIX_BACKBONE = {"vit_b16": "ViT-B/16", "rn50": "RN-50"}
 _NUMBER = re.compile(r"^\s*([0-9.]+)\s*(?:±\s*([0-9.]+|x))?\s*(?:(\d+):(\d\d):(\d\d)|x)?\s*$")
-_TIME = re.compile(r"^\s*(\d+):(\d\d):(\d\d)\s*$")
 
 
 def parse_cell(text):
@@ -50,12 +49,6 @@ def parse_cell(text):
     std = None if std in (None, "x") else float(std)
     seconds = None if h is None else 3600.0 * int(h) + 60.0 * int(m) + int(s)
     return float(mean), std, seconds
-
-
-def parse_time(text):
-    """``"0:01:12"`` -> 72.0; anything else -> None."""
-    match = _TIME.match(text or "")
-    return None if not match else 3600.0 * int(match[1]) + 60.0 * int(match[2]) + int(match[3])
 
 
 def _read_rows(name):

@@ -20,21 +20,17 @@ Example: ``sklearn-cmm benchmark --features features/ --shots 1,2,4,8,16 --seeds
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .datasets import FEW_SHOT_DATASETS, SHIFT_DATASETS, get_spec
+from .report import hms, int_list, mean_std, run_environment, write_json
 
 DEFAULT_METHODS = "zero-shot,tip-adapter,cmm,semobridge,semobridge-t,linear-probe"
 
 #: Datasets on which SeMoBridge leaves CLIP's 7 templates out of its prompts.
 _NO_CLIP_TEMPLATES = ("dtd", "eurosat", "oxford_flowers")
-
-
-def _int_list(text):
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _override(text):
@@ -56,9 +52,9 @@ def add_arguments(parser):
                         help="folder of feature files written by extract-features")
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"comma-separated methods (default {DEFAULT_METHODS})")
-    parser.add_argument("--shots", type=_int_list, default=[1, 2, 4, 8, 16],
+    parser.add_argument("--shots", type=int_list, default=[1, 2, 4, 8, 16],
                         help="comma-separated shots per class (default 1,2,4,8,16)")
-    parser.add_argument("--seeds", type=_int_list, default=[1, 2, 3],
+    parser.add_argument("--seeds", type=int_list, default=[1, 2, 3],
                         help="comma-separated seeds (default 1,2,3)")
     parser.add_argument("--datasets", default=None,
                         help="comma-separated datasets (default: every file in --features)")
@@ -117,7 +113,7 @@ def select_files(features_dir, datasets=None, model=None, pretrained=None):
 
 
 def select_text(data, prompts="ensemble"):
-    """The text arrays for :func:`~sklearn_cmm.methods.make_classifier` from a file's data.
+    """The text arrays for :func:`~sklearn_cmm.protocol.methods.make_classifier` from a file's data.
 
     ``prompts`` is ``"ensemble"`` (the file's combination of every prompt set),
     ``"semobridge"`` or prompt sets joined by ``+``; several sets are combined as in the
@@ -200,11 +196,6 @@ def evaluate(data, methods, shots_list, seeds, *, prompts="ensemble", device="au
 # ---------------------------------------------------------------------------- summary
 
 
-def _hms(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def summarize(rows, datasets, methods, shots_list, model):
     """Mean ± std (%) and fit time per (method, shots, dataset), with published numbers.
 
@@ -215,25 +206,26 @@ def summarize(rows, datasets, methods, shots_list, model):
     """
     from .published import published_result
 
+    keys = ("method", "shots", "dataset")
+    accuracy = mean_std(rows, keys)
+    fit_time = mean_std(rows, keys, "fit_time_s")
     out = []
     for method in methods:
         for shots in shots_list:
             cells = {}
             for dataset in datasets:
-                mine = [r for r in rows if (r["method"], r["shots"], r["dataset"])
-                        == (method, shots, dataset)]
-                if not mine:
+                if (method, shots, dataset) not in accuracy:
                     continue
-                accs = 100 * np.array([r["accuracy"] for r in mine])
-                spec = get_spec(dataset)
-                pub = published_result(model, method, shots, spec.name)
+                mean, std, n_seeds = accuracy[method, shots, dataset]
+                mean, std = 100 * mean, 100 * std
+                pub = published_result(model, method, shots, get_spec(dataset).name)
                 cells[dataset] = {
-                    "mean": float(accs.mean()), "std": float(accs.std()),
-                    "fit_time_s": float(np.mean([r["fit_time_s"] for r in mine])),
-                    "n_seeds": len(mine),
+                    "mean": mean, "std": std,
+                    "fit_time_s": fit_time[method, shots, dataset][0],
+                    "n_seeds": n_seeds,
                     "published": None if pub is None else pub["mean"],
                     "published_std": None if pub is None else pub["std"],
-                    "diff": None if pub is None else float(accs.mean()) - pub["mean"],
+                    "diff": None if pub is None else mean - pub["mean"],
                 }
             if not cells:
                 continue
@@ -258,7 +250,7 @@ def _ordered(datasets):
 
 def format_table(summary, datasets, title):
     """The comparison table as text: ours, published and the difference per shots."""
-    from ..methods import get_method
+    from .methods import get_method
 
     names = [get_spec(d).name for d in datasets]
     width = max(13, *(len(n) + 1 for n in names))
@@ -276,7 +268,7 @@ def format_table(summary, datasets, title):
             lines.append(
                 f"{label:<16}{entry['shots']:>5}  "
                 + "".join(cell(d, lambda c: f"{c['mean']:.2f}±{c['std']:.2f}") for d in datasets)
-                + f"{entry['average']:>10.2f}{_hms(entry['fit_time_s']):>10}")
+                + f"{entry['average']:>10.2f}{hms(entry['fit_time_s']):>10}")
             if any(c["published"] is not None for c in cells.values()):
                 def pub(c):
                     if c["published"] is None:
@@ -303,7 +295,7 @@ def _results_csv(summary, datasets, model):
     import csv
     import io
 
-    from ..methods import get_method
+    from .methods import get_method
     from .published import BACKBONES
 
     buffer = io.StringIO()
@@ -315,9 +307,9 @@ def _results_csv(summary, datasets, model):
         writer.writerow([
             BACKBONES.get(model, model) if i == 0 else "", get_method(entry["method"]).label,
             entry["shots"],
-            *[f"{cells[d]['mean']:.2f}±{cells[d]['std']:.2f} {_hms(cells[d]['fit_time_s'])}"
+            *[f"{cells[d]['mean']:.2f}±{cells[d]['std']:.2f} {hms(cells[d]['fit_time_s'])}"
               if d in cells else "" for d in datasets],
-            f"{entry['average']:.2f}", _hms(entry["fit_time_s"]),
+            f"{entry['average']:.2f}", hms(entry["fit_time_s"]),
         ])
     return buffer.getvalue()
 
@@ -358,11 +350,9 @@ def _load_targets(files, source):
 
 def run(args):
     """Run the protocol, print the table, write the result files; returns 0."""
-    import sklearn
     from tqdm.auto import tqdm
 
-    from .. import __version__
-    from ..methods import get_method
+    from .methods import get_method
     from .features import load_features
 
     if args.threads is not None:
@@ -433,20 +423,16 @@ def run(args):
                                                    index=False)
     pd.DataFrame([{**r, "params": json.dumps(r["params"])} for r in rows]).to_csv(
         out / f"{prefix}runs.csv", index=False)
-    import torch
-
     record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **run_environment(),
         "protocol": "distribution-shift" if args.distribution_shift else "few-shot",
         "features": str(args.features), "model": model, "pretrained": pretrained,
         "datasets": datasets, "methods": methods, "shots": args.shots, "seeds": args.seeds,
         "prompts": args.prompts, "search": not args.no_search, "overrides": overrides,
         "device": args.device, "threads": args.threads, "elapsed_s": elapsed,
-        "versions": {"sklearn_cmm": __version__, "scikit-learn": sklearn.__version__,
-                     "torch": torch.__version__, "numpy": np.__version__},
         "summary": summary, "runs": rows, "table": table,
     }
-    (out / f"{prefix}results.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(out / f"{prefix}results.json", record)
     print(f"\n{len(rows)} fits in {elapsed:.1f} s; wrote {prefix}results.csv, "
           f"{prefix}comparison.csv, {prefix}runs.csv and {prefix}results.json to {out}")
     return 0

@@ -1,7 +1,7 @@
 """Hyper-parameter choice on the few-shot validation set, and the one test-set score.
 
 :func:`tune_and_fit` sees the training shots and the validation shots, nothing else: it
-fits every candidate of the method's search space (:func:`sklearn_cmm.methods.search_space`)
+fits every candidate of the method's search space (:func:`sklearn_cmm.protocol.methods.search_space`)
 on the training shots, scores it on the validation shots and keeps the best fitted
 estimator (the first among equals, so a space's earlier candidates win ties). The
 winner was fitted on the training shots alone, so it is the model a refit would give
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..methods import make_classifier, search_space
+from .methods import make_classifier, search_space
 
 
 @dataclass
@@ -36,14 +36,14 @@ def tune_and_fit(method, X_train, y_train, X_val, y_val, *, text=None, seed=None
     Parameters
     ----------
     method : str
-        A name of :data:`sklearn_cmm.methods.METHODS`.
+        A name of :data:`sklearn_cmm.protocol.methods.METHODS`.
     X_train, y_train : ndarray
         The few-shot training set.
     X_val, y_val : ndarray
         The few-shot validation set (disjoint from the training set).
     text : dict or None
         ``text_features`` and ``text_projection`` for
-        :func:`~sklearn_cmm.methods.make_classifier`.
+        :func:`~sklearn_cmm.protocol.methods.make_classifier`.
     seed : int or None
         ``random_state`` of every candidate.
     device : str

@@ -12,17 +12,16 @@ Prints a table (mean ± std over seeds), writes it as CSV and JSON, and plots ac
 against shots.
 """
 
-import json
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from .report import int_list, mean_std, run_environment, write_json
+
 DEFAULT_SHOTS = "1,2,4,8,16"
 DEFAULT_SEEDS = "1,2,3"
-#: Methods of the demo, in the table's order (names of :mod:`sklearn_cmm.methods`).
+#: Methods of the demo, in the table's order (names of :mod:`sklearn_cmm.protocol.methods`).
 DEMO_METHODS = "zero-shot,linear-probe,tip-adapter,cmm,semobridge,semobridge-t"
 #: Blend weights tuned by leave-one-out on the training shots alone (never the test
 #: images); every other parameter is the estimator's default.
@@ -33,15 +32,11 @@ DEMO_PARAMS = {
 }
 
 
-def _int_list(text):
-    return [int(part) for part in text.split(",") if part]
-
-
 def add_arguments(parser):
     """Options of ``sklearn-cmm demo``."""
-    parser.add_argument("--shots", type=_int_list, default=_int_list(DEFAULT_SHOTS),
+    parser.add_argument("--shots", type=int_list, default=int_list(DEFAULT_SHOTS),
                         help=f"comma-separated shots per class (default {DEFAULT_SHOTS})")
-    parser.add_argument("--seeds", type=_int_list, default=_int_list(DEFAULT_SEEDS),
+    parser.add_argument("--seeds", type=int_list, default=int_list(DEFAULT_SEEDS),
                         help=f"comma-separated seeds (default {DEFAULT_SEEDS})")
     parser.add_argument("--methods", default=DEMO_METHODS,
                         help=f"comma-separated methods (default {DEMO_METHODS})")
@@ -53,9 +48,9 @@ def add_arguments(parser):
 
 def _pipeline_check(data, device, verbose):
     """The one-liner on raw images and string labels: text comes from the same model."""
-    from . import CLIPFeaturizer, CrossModalMappingClassifier, make_clip_pipeline
-    from .bundled import BUNDLED_MODEL
-    from .model_selection import draw_shots
+    from .. import CLIPFeaturizer, CrossModalMappingClassifier, make_clip_pipeline
+    from ..bundled import BUNDLED_MODEL
+    from ..model_selection import draw_shots
 
     labels = np.asarray(data.target_names)[data.target]
     train, test = draw_shots(labels, 16, random_state=0)
@@ -73,8 +68,8 @@ def _evaluate(features, y, class_text, methods, shots_list, seeds, device, verbo
     from tqdm.auto import tqdm
 
     from .methods import make_classifier
-    from .metrics import modality_gap
-    from .model_selection import FewShotSplit
+    from ..metrics import modality_gap
+    from ..model_selection import FewShotSplit
 
     prototypes = class_text.prototypes
     rows = []
@@ -107,21 +102,22 @@ def _evaluate(features, y, class_text, methods, shots_list, seeds, device, verbo
 
 def _summary(rows, methods, shots_list):
     """Mean and std of accuracy per (method, shots), plus per-method fit time and gaps."""
-    summary = []
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        entry = {"method": method, "accuracy": {}, "std": {}}
-        for shots in shots_list:
-            accs = [r["accuracy"] for r in mine if r["shots"] == shots]
-            entry["accuracy"][shots] = float(np.mean(accs))
-            entry["std"][shots] = float(np.std(accs))
-        entry["fit_time_s"] = float(np.mean([r["fit_time_s"] for r in mine]))
-        top = [r for r in mine if r["shots"] == max(shots_list)]
-        entry["gap_before"] = float(np.mean([r["gap_before"] for r in top]))
-        after = [r["gap_after"] for r in top if r["gap_after"] is not None]
-        entry["gap_after"] = float(np.mean(after)) if after else None
-        summary.append(entry)
-    return summary
+    accuracy = mean_std(rows, ("method", "shots"))
+    top = [r for r in rows if r["shots"] == max(shots_list)]
+    gap_before = mean_std(top, ("method",), "gap_before")
+    gap_after = mean_std([r for r in top if r["gap_after"] is not None], ("method",), "gap_after")
+    fit_time = mean_std(rows, ("method",), "fit_time_s")
+    return [
+        {
+            "method": method,
+            "accuracy": {s: accuracy[method, s][0] for s in shots_list},
+            "std": {s: accuracy[method, s][1] for s in shots_list},
+            "fit_time_s": fit_time[(method,)][0],
+            "gap_before": gap_before[(method,)][0],
+            "gap_after": gap_after[(method,)][0] if (method,) in gap_after else None,
+        }
+        for method in methods
+    ]
 
 
 def format_table(summary, shots_list):
@@ -177,12 +173,10 @@ def _plot(summary, shots_list, path):
 def run(args):
     """Run the demo; returns 0 on success (the process exit status)."""
     import pandas as pd
-    import sklearn
-    import torch
 
-    from . import CLIPFeaturizer, __version__
-    from .bundled import BUNDLED_MODEL, load_fashion_mnist_sample
-    from .text import class_text_features
+    from .. import CLIPFeaturizer, __version__
+    from ..bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+    from ..text import class_text_features
 
     verbose = not args.quiet
     methods = [m for m in args.methods.split(",") if m]
@@ -215,15 +209,13 @@ def run(args):
     args.out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
     record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"sklearn_cmm": __version__, "scikit-learn": sklearn.__version__,
-                     "torch": torch.__version__, "python": platform.python_version()},
+        **run_environment(),
         "model": BUNDLED_MODEL, "n_images": int(len(data.target)),
         "shots": args.shots, "seeds": args.seeds, "elapsed_s": elapsed,
         "pipeline_check_accuracy": pipeline_accuracy,
         "summary": summary, "runs": rows, "table": table,
     }
-    (args.out / "results.json").write_text(json.dumps(record, indent=2))
+    write_json(args.out / "results.json", record)
     _plot(summary, args.shots, args.out / "accuracy_vs_shots.png")
     print(f"\nWrote {args.out / 'results.csv'}, {args.out / 'results.json'} and "
           f"{args.out / 'accuracy_vs_shots.png'} in {elapsed:.0f} s.")

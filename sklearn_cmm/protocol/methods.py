@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 
 from sklearn.model_selection import ParameterGrid
 
-from .baselines import TipAdapterClassifier, ZeroShotClassifier
+from ..baselines import TipAdapterClassifier, ZeroShotClassifier
 
 
 def _linear_probe(**params):
@@ -77,13 +77,13 @@ def _linear_probe(**params):
 
 
 def _cmm(**params):
-    from .cmm import CrossModalMappingClassifier
+    from ..cmm import CrossModalMappingClassifier
 
     return CrossModalMappingClassifier(**params)
 
 
 def _semobridge(**params):
-    from .semobridge import SeMoBridgeClassifier
+    from ..semobridge import SeMoBridgeClassifier
 
     return SeMoBridgeClassifier(**params)
 
