@@ -1,0 +1,71 @@
+"""The one training loop: the learning-rate schedule step by step, the losses it returns."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_cmm import _torch
+from sklearn_cmm._device import check_device
+from sklearn_cmm._torch import minimize_full_batch, resolve_device
+
+
+def _recorded_learning_rates(monkeypatch, **kwargs):
+    """Run the loop on a toy loss and record the learning rate of every AdamW step."""
+    rates = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kw):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    w = torch.zeros(3, requires_grad=True)
+    losses = minimize_full_batch([w], lambda: ((w - 1.0) ** 2).sum(), **kwargs)
+    return np.array(rates), losses, w
+
+
+def test_warmup_rises_linearly_then_holds(monkeypatch):
+    rates, _, _ = _recorded_learning_rates(
+        monkeypatch, max_iter=8, learning_rate=1.0, warmup_iter=4, warmup_start_lr=0.2
+    )
+    # Step t < warmup_iter: start + (lr - start) * t / warmup_iter; from step 4 on: lr.
+    expected = [0.2 + 0.8 * t / 4 for t in range(4)] + [1.0] * 4
+    np.testing.assert_allclose(rates, expected)
+
+
+def test_no_warmup_is_constant(monkeypatch):
+    rates, _, _ = _recorded_learning_rates(monkeypatch, max_iter=3, learning_rate=0.5)
+    np.testing.assert_allclose(rates, [0.5, 0.5, 0.5])
+
+
+def test_losses_are_the_loss_before_each_step(monkeypatch):
+    _, losses, w = _recorded_learning_rates(monkeypatch, max_iter=5, learning_rate=0.1)
+    assert losses.shape == (5,) and losses[0] == pytest.approx(3.0)  # at w = 0
+    assert np.all(np.diff(losses) < 0)
+    assert float(((w.detach() - 1) ** 2).sum()) < losses[-1]
+
+
+def test_zero_steps_leave_the_parameters():
+    w = torch.ones(2, requires_grad=True)
+    assert minimize_full_batch([w], lambda: (w**2).sum(), max_iter=0, learning_rate=1.0).size == 0
+    assert torch.equal(w.detach(), torch.ones(2))
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", torch.device("cpu")])
+def test_device_spellings_accepted(device):
+    check_device(device)
+
+
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:", "CPU", "", 0, None, torch.device("meta")])
+def test_other_devices_are_refused_in_one_place(device):
+    with pytest.raises(ValueError, match="is not supported; use 'auto'"):
+        check_device(device)
+    with pytest.raises(ValueError, match="is not supported"):
+        resolve_device(device)
+
+
+def test_cuda_without_cuda_is_an_error(monkeypatch):
+    monkeypatch.setattr(_torch.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
