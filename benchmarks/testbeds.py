@@ -109,7 +109,13 @@ class Testbed:
         return kwargs
 
 
-def split_shots(y, n_shots, seed, n_val_shots=None):
+#: Validation images per class: a fixed number, so that the selection is equally precise
+#: at every shot count (with as many as there are shots, a 1-shot validation draw of a
+#: 10-class test bed is 10 images).
+N_VAL_SHOTS = 32
+
+
+def split_shots(y, n_shots, seed, n_val_shots=N_VAL_SHOTS):
     """Training shots, a disjoint validation draw and the test set (all the rest).
 
     Parameters
@@ -119,16 +125,14 @@ def split_shots(y, n_shots, seed, n_val_shots=None):
         Training samples per class.
     seed : int
         Seed of both draws.
-    n_val_shots : int or None
-        Validation samples per class (default ``n_shots``: as many labelled images as
-        training has, the few-shot setting's budget).
+    n_val_shots : int
+        Validation samples per class (:data:`N_VAL_SHOTS`).
 
     Returns
     -------
     train, val, test : ndarray of int
         Sorted, pairwise disjoint indices into ``y``.
     """
-    n_val_shots = n_shots if n_val_shots is None else n_val_shots
     rng = np.random.RandomState(seed)
     train, rest = draw_shots(y, n_shots, random_state=rng)
     val_in_rest, test_in_rest = draw_shots(y[rest], n_val_shots, random_state=rng)
