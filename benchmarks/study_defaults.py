@@ -19,7 +19,8 @@ Usage::
     python benchmarks/study_defaults.py --testbeds fashion-tiny --candidates default,lbfgs
 
 Rows are cached (``--rows``, a JSON-lines file in the test bed cache) so that an
-interrupted study resumes; ``--fresh`` recomputes. Results go to
+interrupted study resumes; ``--fresh`` recomputes, ``--cached-only`` reports what the
+cache holds without computing (e.g. after runs of parts of the grid). Results go to
 ``benchmarks/results/study_defaults_cmm.json`` (``--out``).
 """
 
@@ -124,11 +125,13 @@ def run(args):
     rows = []
     with rows_path.open("a") as out:
         for bed_name in args.testbeds:
-            bed = testbeds.load_testbed(bed_name)
+            bed = None if args.cached_only else testbeds.load_testbed(bed_name)
             for n_shots in args.shots:
                 for seed in args.seeds:
                     for method, params in methods:
                         key = _key(bed_name, method, params, n_shots, seed)
+                        if key not in cache and args.cached_only:
+                            continue
                         if key not in cache:
                             record = {"key": key, "testbed": bed_name, "method": method,
                                       "params": params, "shots": n_shots, "seed": seed,
@@ -160,13 +163,18 @@ def summarize(rows, testbed_names, candidates):
                     cell[metric] = [float(values.mean()), float(values.std())]
                 cell["n_iter"] = [r["n_iter"] for r in rs]
                 cell["seeds"] = [r["seed"] for r in rs]
-    # Selection on validation only: mean over test beds and shots of the seed-mean val top-1.
-    scores = {}
-    for name in candidates:
-        method = f"cmm:{name}"
-        cells = [c for bed in testbed_names for c in table.get(bed, {}).get(method, {}).values()]
-        if cells:
-            scores[name] = float(np.mean([c["val_top1"][0] for c in cells]))
+    # Selection on validation only: mean over test beds and shots of the seed-mean val top-1,
+    # over the (test bed, shots) cells that every candidate has.
+    present = [n for n in candidates if any(f"cmm:{n}" in table.get(b, {}) for b in testbed_names)]
+    common = [
+        (bed, shots) for bed in testbed_names for shots in table.get(bed, {}).get(
+            f"cmm:{present[0]}", {}) if all(shots in table[bed].get(f"cmm:{n}", {})
+                                           for n in present)
+    ] if present else []
+    scores = {
+        n: float(np.mean([table[bed][f"cmm:{n}"][shots]["val_top1"][0] for bed, shots in common]))
+        for n in present if common
+    }
     chosen = max(scores, key=scores.get) if scores else None
     return table, scores, chosen
 
@@ -201,6 +209,8 @@ def main(argv=None):
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--rows", default=str(testbeds.CACHE_DIR / "study_rows.jsonl"))
     parser.add_argument("--fresh", action="store_true", help="ignore cached rows")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report the cached rows only, computing nothing")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     for name in ("testbeds", "candidates", "baselines"):
@@ -223,7 +233,8 @@ def main(argv=None):
         "load_average_at_start": load,
         "wall_clock_s": round(time.perf_counter() - start, 1),
         "platform": platform.platform(), "torch_threads": 1,
-        "testbeds": {name: testbeds.load_testbed(name).info for name in args.testbeds},
+        "testbeds": {name: testbeds.load_testbed(name).info for name in args.testbeds
+                     if name in table},
         "candidates": {name: CANDIDATES[name] for name in args.candidates},
         "validation_score": scores, "chosen": chosen,
         "selection": "best validation top-1, mean over test beds and shots (seeds first)",
