@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, modality_gap
 from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_prototypes
+from sklearn_cmm.cmm import AUTO_MAX_ITER, AUTO_MIN_ITER, minimize_lbfgs, refinement_budget
 from sklearn_cmm.model_selection import FewShotSplit
 
 
@@ -52,7 +53,8 @@ def test_beats_zero_shot_and_shrinks_the_gap(seed):
     assert clf.score(X_test, y_test) > zero_shot
     assert modality_gap(clf.transform(X_test), T) < modality_gap(X_test, T)
     assert clf.prototype_source_ == "text"
-    assert clf.loss_curve_.shape == (clf.max_iter,) == (clf.n_iter_,)
+    assert 0 < clf.n_iter_ <= refinement_budget(*X.shape, 8, clf.train_text)
+    assert len(clf.loss_curve_) >= clf.n_iter_
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
 
 
@@ -102,7 +104,7 @@ def test_decision_function_is_the_fused_logits():
 
 def test_train_text_refines_the_prototypes():
     X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
-    frozen = CrossModalMappingClassifier(text_features=T, max_iter=10).fit(X, y)
+    frozen = CrossModalMappingClassifier(text_features=T, max_iter=10, train_text=False).fit(X, y)
     trained = CrossModalMappingClassifier(text_features=T, max_iter=10, train_text=True).fit(X, y)
     np.testing.assert_allclose(frozen.prototypes_, _unit(T))
     np.testing.assert_allclose(trained.zero_shot_prototypes_, _unit(T))
@@ -115,7 +117,8 @@ def test_weight_decay_pulls_toward_the_start_not_zero():
     start = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y).mapping_
     # With a learning rate of ~0 only decay could move W; it acts on W - start, so W stays.
     clf = CrossModalMappingClassifier(
-        text_features=T, max_iter=20, learning_rate=1e-12, weight_decay=1e6
+        text_features=T, solver="adamw", max_iter=20, learning_rate=1e-12, weight_decay=1e6,
+        alpha=0.0,
     ).fit(X, y)
     np.testing.assert_allclose(clf.mapping_, start, atol=1e-6)
 
@@ -219,6 +222,10 @@ def test_verbose_shows_a_progress_bar(capsys):
         {"ridge": 0.0},
         {"max_iter": -1},
         {"max_iter": 2.5},
+        {"max_iter": "many"},
+        {"solver": "sgd"},
+        {"tol": -1.0},
+        {"alpha": -1.0},
         {"learning_rate": 0.0},
         {"weight_decay": -1.0},
         {"triplet_weight": -0.1},
@@ -265,3 +272,94 @@ def test_text_dimension_mismatch():
     clf = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y)
     with pytest.raises(ValueError):
         clf.transform(X[:, :5])
+
+
+def _first_loss_reference(X, y, T, *, ridge, logit_scale, zero_shot_weight, triplet_weight,
+                          margin):
+    """The refinement loss at step 0 from the estimator's inputs alone (numpy loops)."""
+    V, T0 = _unit(X), _unit(T)
+    W0 = ridge_map_to_prototypes(V, y, T0, ridge)
+    mapped = _unit(V @ W0)
+    total = 0.0
+    for i in range(len(V)):
+        cos = mapped[i] @ T0.T
+        logits = logit_scale * cos + zero_shot_weight * logit_scale * (V[i] @ T0.T)
+        top = logits.max()
+        total += np.log(np.exp(logits - top).sum()) + top - logits[y[i]]
+        hardest = max(cos[c] for c in range(len(T0)) if c != y[i])
+        total += triplet_weight * max(0.0, margin - cos[y[i]] + hardest)
+    return total / len(V)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adamw"])
+@pytest.mark.parametrize("zero_shot_weight", [0.0, 0.7])
+def test_first_loss_is_the_formula_of_the_inputs(solver, zero_shot_weight):
+    # Any wiring slip (the zero-shot term dropped, the wrong prototypes or start, a scale
+    # applied twice) changes the loss at the start, where the penalty is still 0.
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    params = dict(ridge=0.3, logit_scale=20.0, zero_shot_weight=zero_shot_weight,
+                  triplet_weight=0.5, margin=0.1)
+    clf = CrossModalMappingClassifier(
+        text_features=T, solver=solver, max_iter=3, alpha=0.5, train_text=True, **params
+    ).fit(X, y)
+    expected = _first_loss_reference(X, y, T, **params)
+    assert clf.loss_curve_[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_lbfgs_converges_to_a_stationary_point_of_the_penalised_loss():
+    # The gradient of the full objective (loss + alpha penalty), rebuilt from the inputs,
+    # vanishes at the fitted W: the refinement minimises the documented objective.
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    alpha, s, zsw = 0.05, 10.0, 0.5
+    clf = CrossModalMappingClassifier(
+        text_features=T, max_iter=100, tol=0.0, alpha=alpha, logit_scale=s,
+        zero_shot_weight=zsw, triplet_weight=0.0, train_text=False,
+    ).fit(X, y)
+    W0 = ridge_map_to_prototypes(_unit(X), y, _unit(T), clf.ridge)
+    V, T0 = torch.tensor(_unit(X)), torch.tensor(_unit(T))
+
+    def gradient(residual):
+        delta = torch.tensor(residual, requires_grad=True)
+        cos = torch.nn.functional.normalize(V @ (torch.tensor(W0) + delta), dim=1) @ T0.T
+        logits = s * cos + zsw * s * V @ T0.T
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(y))
+        (loss + alpha / 2 * delta.square().sum()).backward()
+        return delta.grad.abs().max().item()
+
+    assert gradient(clf.mapping_ - W0) < 1e-3 * gradient(np.zeros_like(W0))
+    assert clf.n_iter_ > 1
+
+
+def test_alpha_keeps_the_map_near_the_closed_form():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    W0 = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y).mapping_
+    moved = [
+        np.linalg.norm(
+            CrossModalMappingClassifier(text_features=T, alpha=alpha).fit(X, y).mapping_ - W0
+        )
+        for alpha in (1e-3, 1e-1, 10.0)
+    ]
+    assert moved[0] > moved[1] > moved[2] > 0
+
+
+def test_refinement_budget_follows_the_problem_size():
+    assert refinement_budget(30, 8, 3, False) == AUTO_MAX_ITER
+    assert refinement_budget(10**6, 1024, 10**4, True) == AUTO_MIN_ITER
+    n, d, c = 16_000, 512, 1000
+    assert refinement_budget(n, d, c, False) == max(
+        AUTO_MIN_ITER, min(AUTO_MAX_ITER, int(1e12 // (4 * n * d * (d + 2 * c))))
+    )
+    assert refinement_budget(n, d, c, True) <= refinement_budget(n, d, c, False)
+
+
+def test_minimize_lbfgs_solves_a_quadratic():
+    rng = np.random.RandomState(0)
+    M = rng.randn(6, 6)
+    A, b = M @ M.T + np.eye(6), rng.randn(6)
+    x = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    A_t, b_t = torch.tensor(A), torch.tensor(b)
+    losses, n_iter = minimize_lbfgs(
+        [x], lambda: 0.5 * x @ A_t @ x - b_t @ x, max_iter=50, tol=1e-12
+    )
+    np.testing.assert_allclose(x.detach().numpy(), np.linalg.solve(A, b), rtol=1e-5)
+    assert 0 < n_iter <= 50 and losses[0] == 0.0 and len(losses) >= n_iter

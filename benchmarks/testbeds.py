@@ -1,0 +1,304 @@
+"""Test beds for choosing defaults: features, labels and text of a few few-shot problems.
+
+:func:`load_testbed` returns, for a test bed name, what a study of the methods needs
+(:class:`Testbed`); :func:`split_shots` draws the training shots, a disjoint validation
+draw and the test set (the rest). Every default is chosen on the validation draws only
+and reported on the test sets.
+
+Test beds (:data:`TESTBEDS`):
+
+``"fashion-tiny"``
+    The bundled model ``sklearn-cmm-fashion-tiny`` on the 5000 bundled held-out
+    Fashion-MNIST images (10 classes, 64-d), with the demo's class names and templates.
+``"fashion-tiny-b"``
+    A second tiny model, trained with another seed and another caption regime (t-shirt,
+    coat and dress captioned by synonyms only, instead of pullover, sneaker and shirt),
+    on the same held-out images (its training images come from Fashion-MNIST's training
+    split, the held-out ones from the test split). Train it once with
+    :func:`train_fashion_tiny_b` (``python benchmarks/testbeds.py train-b``, about 10
+    minutes on one CPU thread).
+``"synthetic-100"``, ``"synthetic-1000"``
+    The protocol's real-shaped synthetic features
+    (:func:`sklearn_cmm.protocol.synthetic.synthetic_problem`, ImageNet's difficulty),
+    512-d, 100 and 1000 classes, with a text projection and pre-projection features.
+
+The fashion features are computed once and cached as ``.npz`` files in
+:data:`CACHE_DIR` (``$SKLEARN_CMM_TESTBED_CACHE``, default
+``/tmp/sklearn_cmm_testbeds``), as is model B. Nothing there is committed.
+
+Usage::
+
+    python benchmarks/testbeds.py train-b     # model B into the cache (background-friendly)
+    python benchmarks/testbeds.py show        # one line per test bed (builds the caches)
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sklearn_cmm.model_selection import draw_shots
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where featurised test beds and model B live (not committed).
+CACHE_DIR = Path(os.environ.get("SKLEARN_CMM_TESTBED_CACHE", "/tmp/sklearn_cmm_testbeds"))
+TESTBEDS = ("fashion-tiny", "fashion-tiny-b", "synthetic-100", "synthetic-1000")
+#: Model B's caption regime: these classes' captions never use their zero-shot name.
+B_SYNONYM_ONLY_CLASSES = ("t-shirt", "coat", "dress")
+B_SEED = 1
+#: Images per class of the synthetic pools: enough for 16 training + 16 validation shots
+#: and a test set.
+SYNTHETIC_POOL = {"synthetic-100": 132, "synthetic-1000": 64}
+#: Bump when the cached arrays' content changes.
+CACHE_VERSION = 1
+
+
+@dataclass
+class Testbed:
+    """The arrays of one test bed.
+
+    Attributes
+    ----------
+    name : str
+    X : ndarray of shape (n_samples, dim), float32
+        Image features (raw, not normalised).
+    y : ndarray of shape (n_samples,), int64
+        Labels ``0 .. n_classes - 1``.
+    class_names : list of str
+    prototypes : ndarray of shape (n_classes, dim), float32
+        Unit class text prototypes (the prompt ensemble), row ``c`` for label ``c``.
+    text_projection : ndarray of shape (width, dim) or None
+        CLIP's text projection.
+    pre_projection : ndarray of shape (n_classes, width) or None
+        Mean over prompts of the text features before ``text_projection``.
+    logit_scale : float or None
+        The model's learned logit scale, when known.
+    info : dict
+        Provenance (model, files, sizes).
+    """
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    class_names: list
+    prototypes: np.ndarray
+    text_projection: np.ndarray | None
+    pre_projection: np.ndarray | None
+    logit_scale: float | None
+    info: dict
+
+    @property
+    def n_classes(self):
+        return len(self.class_names)
+
+    def text_kwargs(self, method):
+        """Constructor arguments giving ``method`` this test bed's text explicitly.
+
+        Every method gets ``text_features=prototypes`` and ``text_encoder=None``;
+        ``"semobridge"`` also gets ``text_projection`` when known (it derives the
+        pre-projection features from the prototypes through it).
+        """
+        kwargs = {"text_features": self.prototypes, "text_encoder": None}
+        if method == "semobridge" and self.text_projection is not None:
+            kwargs["text_projection"] = self.text_projection
+        return kwargs
+
+
+#: Validation images per class: a fixed number, so that the selection is equally precise
+#: at every shot count (with as many as there are shots, a 1-shot validation draw of a
+#: 10-class test bed is 10 images).
+N_VAL_SHOTS = 32
+
+
+def split_shots(y, n_shots, seed, n_val_shots=N_VAL_SHOTS):
+    """Training shots, a disjoint validation draw and the test set (all the rest).
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+    n_shots : int
+        Training samples per class.
+    seed : int
+        Seed of both draws.
+    n_val_shots : int
+        Validation samples per class (:data:`N_VAL_SHOTS`).
+
+    Returns
+    -------
+    train, val, test : ndarray of int
+        Sorted, pairwise disjoint indices into ``y``.
+    """
+    rng = np.random.RandomState(seed)
+    train, rest = draw_shots(y, n_shots, random_state=rng)
+    val_in_rest, test_in_rest = draw_shots(y[rest], n_val_shots, random_state=rng)
+    return train, rest[val_in_rest], rest[test_in_rest]
+
+
+# ----------------------------------------------------------------------------- fashion
+
+
+def _b_dir(cache_dir):
+    return Path(cache_dir) / "fashion-tiny-b-model"
+
+
+def _b_weights(cache_dir):
+    from sklearn_cmm.bundled import BUNDLED_MODEL
+
+    return _b_dir(cache_dir) / f"{BUNDLED_MODEL}.safetensors"
+
+
+def train_fashion_tiny_b_command(cache_dir=CACHE_DIR):
+    """The ``tools/train_tiny_clip.py`` command line that trains model B."""
+    bundled_npz = REPO_ROOT / "sklearn_cmm" / "_bundled" / "fashion_mnist_test.npz"
+    return [
+        sys.executable, str(REPO_ROOT / "tools" / "train_tiny_clip.py"),
+        "--seed", str(B_SEED),
+        "--synonym-only-classes", *B_SYNONYM_ONLY_CLASSES,
+        "--test-indices-from", str(bundled_npz),
+        "--out-dir", str(_b_dir(cache_dir)),
+        "--threads", "1",
+    ]
+
+
+def train_fashion_tiny_b(cache_dir=CACHE_DIR):
+    """Train model B into ``cache_dir`` (about 10 minutes on one CPU thread)."""
+    _b_dir(cache_dir).mkdir(parents=True, exist_ok=True)
+    subprocess.run(train_fashion_tiny_b_command(cache_dir), check=True)
+
+
+def _featurize_fashion(name, cache_dir):
+    """Features and text of the bundled held-out images under model A or B."""
+    from sklearn_cmm import CLIPFeaturizer
+    from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+
+    data = load_fashion_mnist_sample()
+    if name == "fashion-tiny":
+        pretrained = "bundled"
+        record = REPO_ROOT / "sklearn_cmm" / "_bundled" / f"{BUNDLED_MODEL}.train.json"
+    else:
+        weights = _b_weights(cache_dir)
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"Model B ({weights}) is not trained yet; run\n    "
+                + " ".join(train_fashion_tiny_b_command(cache_dir))
+            )
+        pretrained = str(weights)
+        record = _b_dir(cache_dir) / f"{BUNDLED_MODEL}.train.json"
+        with np.load(_b_dir(cache_dir) / "fashion_mnist_test.npz") as npz:
+            if not np.array_equal(npz["labels"], data.target):
+                raise ValueError("Model B was evaluated on other held-out images.")
+    featurizer = CLIPFeaturizer(BUNDLED_MODEL, pretrained=pretrained, device="cpu")
+    X = featurizer.fit_transform(data.images).astype(np.float32)
+    encoder = featurizer.text_encoder()
+    prompts = [t.format(c) for c in data.target_names for t in data.templates]
+    shape = (len(data.target_names), len(data.templates), -1)
+    per_prompt = np.asarray(encoder.encode_text(prompts), dtype=np.float64).reshape(shape)
+    per_prompt /= np.linalg.norm(per_prompt, axis=-1, keepdims=True)
+    prototypes = per_prompt.mean(axis=1)
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+    pre = np.asarray(encoder.encode_text_pre_projection(prompts), dtype=np.float64)
+    train_record = json.loads(Path(record).read_text())
+    return {
+        "X": X,
+        "y": data.target.astype(np.int64),
+        "class_names": np.asarray(data.target_names),
+        "prototypes": prototypes.astype(np.float32),
+        "text_projection": np.asarray(encoder.text_projection, dtype=np.float32),
+        "pre_projection": pre.reshape(shape).mean(axis=1).astype(np.float32),
+        "logit_scale": np.float64(train_record["logit_scale"]),
+        "info": json.dumps({
+            "model": BUNDLED_MODEL, "pretrained": pretrained,
+            "train_command": train_record["command"],
+            "synonym_only_classes": train_record["captions"].get(
+                "synonym_only_classes", ["pullover", "sneaker", "shirt"]),
+            "zero_shot_top1_in_training_record": train_record["zero_shot"]["top1"],
+            "n_images": len(X),
+        }),
+    }
+
+
+def _synthetic(name):
+    from sklearn_cmm.protocol.synthetic import synthetic_problem
+
+    n_classes = int(name.split("-")[1])
+    pool = SYNTHETIC_POOL[name]
+    # One pool per class (the generator's train and test draws pooled), split by seed.
+    arrays = synthetic_problem(n_classes, 32, pool - 32, dim=512, seed=0)
+    X = np.concatenate([arrays["train_features"], arrays["test_features"]])
+    y = np.concatenate([arrays["train_labels"], arrays["test_labels"]]).astype(np.int64)
+    return Testbed(
+        name=name, X=X, y=y,
+        class_names=[f"class {i}" for i in range(n_classes)],
+        prototypes=arrays["text_features"].astype(np.float32),
+        text_projection=arrays["text_projection"],
+        pre_projection=arrays["pre_projection_text_features"],
+        logit_scale=None,
+        info={"generator": "sklearn_cmm.protocol.synthetic.synthetic_problem",
+              "n_classes": n_classes, "dim": 512, "images_per_class": pool, "seed": 0},
+    )
+
+
+def load_testbed(name, cache_dir=CACHE_DIR):
+    """The arrays of test bed ``name`` (one of :data:`TESTBEDS`).
+
+    Parameters
+    ----------
+    name : str
+    cache_dir : path-like
+        Where the fashion features are cached (built on first use).
+
+    Returns
+    -------
+    Testbed
+    """
+    if name.startswith("synthetic-"):
+        if name not in SYNTHETIC_POOL:
+            raise ValueError(f"Unknown test bed {name!r}; choose from {TESTBEDS}.")
+        return _synthetic(name)
+    if name not in ("fashion-tiny", "fashion-tiny-b"):
+        raise ValueError(f"Unknown test bed {name!r}; choose from {TESTBEDS}.")
+    path = Path(cache_dir) / f"{name}.v{CACHE_VERSION}.npz"
+    if not path.is_file():
+        arrays = _featurize_fashion(name, cache_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    with np.load(path) as npz:
+        return Testbed(
+            name=name, X=npz["X"], y=npz["y"],
+            class_names=[str(c) for c in npz["class_names"]],
+            prototypes=npz["prototypes"], text_projection=npz["text_projection"],
+            pre_projection=npz["pre_projection"], logit_scale=float(npz["logit_scale"]),
+            info=json.loads(str(npz["info"])),
+        )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["train-b", "show"])
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    args = parser.parse_args(argv)
+    if args.action == "train-b":
+        train_fashion_tiny_b(args.cache_dir)
+        return
+    for name in TESTBEDS:
+        try:
+            bed = load_testbed(name, args.cache_dir)
+        except FileNotFoundError as exc:
+            print(f"{name}: {exc}")
+            continue
+        Xn = bed.X / np.linalg.norm(bed.X, axis=1, keepdims=True)
+        zero_shot = np.mean((Xn @ bed.prototypes.T).argmax(1) == bed.y)
+        print(f"{name}: X {bed.X.shape}, {bed.n_classes} classes, zero-shot top-1 "
+              f"{zero_shot:.3f}, logit scale {bed.logit_scale}, projection "
+              f"{None if bed.text_projection is None else bed.text_projection.shape}")
+
+
+if __name__ == "__main__":
+    main()
