@@ -54,7 +54,9 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
         needs at least that many samples.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds the shot draw and any training, for reproducible fits."""
+        Seeds what is random in a fit: the ``n_shots`` draw and, where an estimator
+        has one, the random search of ``search="cv"``. Training is full batch and
+        needs no seed."""
 
 
 class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
@@ -143,7 +145,14 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         )
         # X stays float32 when given so: the math computes in float64, except the products
         # with the (n_samples x dim) features where a function says it keeps X's precision.
-        self._fit(X, y_encoded, class_text, rng)
+        try:
+            self._fit(X, y_encoded, class_text, rng)
+        except BaseException:
+            # A failed fit (a diverged training run, an interrupt) leaves no half-fitted
+            # estimator that check_is_fitted would take for a fitted one.
+            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+                delattr(self, name)
+            raise
         return self
 
     def _validated_features(self, X):

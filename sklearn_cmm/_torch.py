@@ -1,4 +1,4 @@
-"""Torch as an implementation detail: device, dtype and the one training loop.
+"""Torch as an implementation detail: device, dtype and the training loops (AdamW, L-BFGS).
 
 Every estimator goes through these helpers, so that arrays enter and leave as numpy, the
 device is chosen in one place, and nothing touches torch's global random state.
@@ -86,6 +86,11 @@ def minimize_full_batch(
     -------
     losses : ndarray of shape (max_iter,)
         The loss before each step.
+
+    Raises
+    ------
+    ValueError
+        If the loss or the parameters became NaN or infinite (the run diverged).
     """
     if max_iter == 0:
         return np.empty(0)
@@ -104,4 +109,62 @@ def minimize_full_batch(
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
-    return as_numpy(torch.stack(losses))
+    losses = as_numpy(torch.stack(losses))
+    _check_converging(losses, params, desc)
+    return losses
+
+
+def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="training"):
+    """Minimise ``loss_fn()`` over ``params`` with full-batch L-BFGS (strong Wolfe).
+
+    torch's :class:`~torch.optim.LBFGS` (history 10, unit step, strong Wolfe line
+    search). Stops after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations,
+    whichever comes first, or when the loss or the step changes by less than ``tol``, or
+    the largest gradient entry falls below ``tol``.
+
+    Returns
+    -------
+    losses : ndarray of shape (n_evaluations,)
+        The loss at each evaluation (the first is the loss at the start).
+    n_iter : int
+        Iterations taken.
+    """
+    optimizer = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=max_iter, max_eval=max(max_iter, int(1.25 * max_iter)),
+        tolerance_grad=tol, tolerance_change=tol, history_size=10,
+        line_search_fn="strong_wolfe",
+    )
+    losses = []
+    bar = tqdm(total=optimizer.defaults["max_eval"], desc=desc, disable=not verbose,
+               leave=False)
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        losses.append(loss.detach())
+        bar.update()
+        return loss
+
+    optimizer.step(closure)
+    bar.close()
+    n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+    losses = as_numpy(torch.stack(losses))
+    _check_converging(losses, params, desc)
+    return losses, int(n_iter)
+
+
+def _check_converging(losses, params, desc):
+    """Raise when a run diverged: a fitted model must never hold NaN parameters.
+
+    Checked once at the end (one synchronisation with the device, not one a step).
+    """
+    finite = np.isfinite(losses)
+    if finite.all() and all(bool(torch.isfinite(p).all()) for p in params):
+        return
+    step = int(np.argmin(finite)) if not finite.all() else len(losses)
+    raise ValueError(
+        f"{desc} diverged: the loss or the parameters became NaN or infinite (at step "
+        f"{step} of {len(losses)}). Lower learning_rate, or check X for huge values; the "
+        "estimator was not fitted."
+    )

@@ -3,20 +3,18 @@
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.base import TransformerMixin
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from tqdm.auto import tqdm
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
+from ._device import check_device
 from ._math.basic import l2_normalize
-from ._math.cmm import cmm_logits, cmm_refinement_loss, map_to_text, ridge_map_to_prototypes
-from ._torch import as_numpy, as_tensor, minimize_full_batch, resolve_device
+from ._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
 from .text import CLIP_IMAGENET_TEMPLATES
 
 
 @fill_doc
-class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
+class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, FewShotClassifierBase):
     """Cross-Modal Mapping (CMM): map image features onto the class text prototypes.
 
     CLIP's image and text embeddings lie in two separate cones (the modality gap), so text
@@ -255,7 +253,7 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
         self.verbose = verbose
 
     def _fit(self, X, y_encoded, class_text, rng):
-        device = resolve_device(self.device)  # checked even when torch is not needed
+        check_device(self.device)  # checked even when torch is not needed
         prototypes, self.prototype_source_ = class_prototypes(
             X, y_encoded, len(self.classes_), class_text
         )
@@ -272,7 +270,7 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
             self.loss_curve_ = np.empty(0)
             self.n_iter_ = 0
         else:
-            self._refine(V, y_encoded, W0, device, max_iter)
+            self._refine(V, y_encoded, W0, max_iter)
 
     def _max_iter(self, n_samples, dim, n_classes):
         """``max_iter``, or the "auto" budget (:func:`refinement_budget`)."""
@@ -280,8 +278,14 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
             return self.max_iter
         return refinement_budget(n_samples, dim, n_classes, self.train_text)
 
-    def _refine(self, V, y_encoded, W0, device, max_iter):
+    def _refine(self, V, y_encoded, W0, max_iter):
         """Train the residuals of ``W`` (and of ``T``) with torch, then store them."""
+        import torch
+
+        from ._math.cmm_loss import cmm_refinement_loss
+        from ._torch import as_numpy, as_tensor, minimize_full_batch, minimize_lbfgs, resolve_device
+
+        device = resolve_device(self.device)
         V_t = as_tensor(V, device)
         y_t = torch.as_tensor(y_encoded, dtype=torch.int64, device=device)
         T0_t = as_tensor(self.zero_shot_prototypes_, device)
@@ -344,6 +348,11 @@ class CrossModalMappingClassifier(TransformerMixin, FewShotClassifierBase):
             self.zero_shot_weight,
         )
 
+    @property
+    def _n_features_out(self):
+        """Mapped features have the input's dimension (``get_feature_names_out``)."""
+        return self.n_features_in_
+
     def transform(self, X):
         """Map image features into the text space.
 
@@ -377,41 +386,3 @@ def refinement_budget(n_samples, dim, n_classes, train_text):
     """
     flops = 4 * n_samples * dim * (dim + (2 + train_text) * n_classes)
     return int(np.clip(AUTO_FLOPS // flops, AUTO_MIN_ITER, AUTO_MAX_ITER))
-
-
-def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="training"):
-    """Minimise ``loss_fn()`` over ``params`` with full-batch L-BFGS (strong Wolfe).
-
-    torch's :class:`~torch.optim.LBFGS` (history 10, unit step, strong Wolfe line
-    search). Stops after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations,
-    whichever comes first, or when the loss or the step changes by less than ``tol``, or
-    the largest gradient entry falls below ``tol``.
-
-    Returns
-    -------
-    losses : ndarray of shape (n_evaluations,)
-        The loss at each evaluation (the first is the loss at the start).
-    n_iter : int
-        Iterations taken.
-    """
-    optimizer = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, max_eval=max(max_iter, int(1.25 * max_iter)),
-        tolerance_grad=tol, tolerance_change=tol, history_size=10,
-        line_search_fn="strong_wolfe",
-    )
-    losses = []
-    bar = tqdm(total=optimizer.defaults["max_eval"], desc=desc, disable=not verbose,
-               leave=False)
-
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        loss.backward()
-        losses.append(loss.detach())
-        bar.update()
-        return loss
-
-    optimizer.step(closure)
-    bar.close()
-    n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
-    return as_numpy(torch.stack(losses)), int(n_iter)

@@ -3,14 +3,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sklearn_cmm._math.cmm import (
-    cmm_logits,
+from sklearn_cmm._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
+from sklearn_cmm._math.cmm_loss import (
     cmm_refinement_loss,
     fused_cross_entropy_triplet,
     hardest_negative_triplet_loss,
     hardest_negatives,
-    map_to_text,
-    ridge_map_to_prototypes,
 )
 
 

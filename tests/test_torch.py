@@ -6,7 +6,7 @@ import torch
 
 from sklearn_cmm import _torch
 from sklearn_cmm._device import check_device
-from sklearn_cmm._torch import minimize_full_batch, resolve_device
+from sklearn_cmm._torch import minimize_full_batch, minimize_lbfgs, resolve_device
 
 
 def _recorded_learning_rates(monkeypatch, **kwargs):
@@ -69,3 +69,30 @@ def test_cuda_without_cuda_is_an_error(monkeypatch):
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_minimize_lbfgs_solves_a_quadratic():
+    rng = np.random.RandomState(0)
+    M = rng.randn(6, 6)
+    A, b = M @ M.T + np.eye(6), rng.randn(6)
+    x = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    A_t, b_t = torch.tensor(A), torch.tensor(b)
+    losses, n_iter = minimize_lbfgs(
+        [x], lambda: 0.5 * x @ A_t @ x - b_t @ x, max_iter=50, tol=1e-12
+    )
+    np.testing.assert_allclose(x.detach().numpy(), np.linalg.solve(A, b), rtol=1e-5)
+    assert 0 < n_iter <= 50 and losses[0] == 0.0 and len(losses) >= n_iter
+
+
+@pytest.mark.parametrize("loop", ["adamw", "lbfgs"])
+def test_a_diverging_run_raises_instead_of_returning_nan(loop):
+    w = torch.ones(2, requires_grad=True)
+
+    def loss():  # unbounded below: the parameters run off to infinity
+        return -(w**4).sum()
+
+    with pytest.raises(ValueError, match="diverged.*NaN or infinite"):
+        if loop == "adamw":
+            minimize_full_batch([w], loss, max_iter=5, learning_rate=1e30)
+        else:
+            minimize_lbfgs([w], loss, max_iter=50, tol=1e-9)
