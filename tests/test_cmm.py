@@ -377,3 +377,13 @@ def test_feature_names_and_pandas_output():
     frame = clf.set_output(transform="pandas").transform(X)
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
     np.testing.assert_allclose(frame.to_numpy(), clf.set_output(transform="default").transform(X))
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1e200), (np.float32, 1e30)])
+def test_huge_feature_values_give_the_same_model(dtype, scale):
+    X, y, X_test, _, T = gap_problem()
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0)
+    plain = clf.fit(X.astype(dtype), y).predict_proba(X_test.astype(dtype))
+    huge = clf.fit((X * scale).astype(dtype), y).predict_proba((X_test * scale).astype(dtype))
+    assert np.all(np.isfinite(huge))
+    np.testing.assert_allclose(huge, plain, atol=1e-5)

@@ -83,3 +83,17 @@ def test_best_candidate_first_among_equals():
 
     best, accuracy = best_candidate(logits_of, [{"flip": 2}, {"flip": 0}, {"flip": 0.5}], y)
     assert best == {"flip": 0} and accuracy == 1.0
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float64, 1e200), (np.float32, 1e30), (np.float64, 1e-200)])
+def test_l2_normalize_neither_overflows_nor_underflows(dtype, scale):
+    X = np.array([[3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]])
+    out = l2_normalize((X * scale).astype(dtype))
+    assert out.dtype == dtype and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], rtol=1e-6)
+
+
+def test_l2_normalize_matches_the_plain_formula():
+    X = np.random.RandomState(0).randn(5, 7)
+    np.testing.assert_allclose(l2_normalize(X), X / np.sqrt((X**2).sum(axis=1, keepdims=True)))
+    np.testing.assert_allclose(l2_normalize(X, axis=0), X / np.sqrt((X**2).sum(axis=0, keepdims=True)))

@@ -5,10 +5,18 @@ from scipy import sparse
 
 
 def l2_normalize(X, axis=-1):
-    """Scale rows (or the given axis) to unit Euclidean norm; zero vectors stay zero."""
+    """Scale rows (or the given axis) to unit Euclidean norm; zero vectors stay zero.
+
+    Each row is first divided by its largest absolute entry, so that the squares in the
+    norm neither overflow (float64 above ~1e154, float32 above ~1e19) nor underflow.
+    """
     X = np.asarray(X)
-    norms = np.linalg.norm(X, axis=axis, keepdims=True)
-    return X / np.where(norms == 0, 1, norms)
+    if X.dtype.kind != "f":
+        X = X.astype(np.float64)
+    largest = np.max(np.abs(X), axis=axis, keepdims=True) if X.size else np.ones_like(X)
+    scaled = X / np.where(largest == 0, 1, largest)
+    norms = np.linalg.norm(scaled, axis=axis, keepdims=True)
+    return scaled / np.where(norms == 0, 1, norms)
 
 
 def class_sums(X, y_encoded, n_classes):
