@@ -325,6 +325,12 @@ def class_prototypes(X, y_encoded, n_classes, class_text):
 
 
 def fill_doc(cls):
-    """Put the shared text-parameter documentation into ``cls``'s docstring."""
-    cls.__doc__ = cls.__doc__.replace("%(text_parameters)s", TEXT_PARAMETERS_DOC)
+    """Put the shared parameter documentation into ``cls``'s docstring.
+
+    ``%(text_parameters)s`` becomes the text-side parameters, ``%(calibration_parameter)s``
+    the ``calibration`` parameter.
+    """
+    cls.__doc__ = cls.__doc__.replace("%(text_parameters)s", TEXT_PARAMETERS_DOC).replace(
+        "%(calibration_parameter)s", CALIBRATION_PARAMETER_DOC
+    )
     return cls
