@@ -1,10 +1,11 @@
 """What the four few-shot classifiers share: text-side parameters, validation, prediction."""
 
+import copy
 import warnings
 from numbers import Integral
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -13,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._embeddings import recorded_text_encoder
 from ._math.basic import class_means, l2_normalize
+from ._math.calibration import fit_temperature, laplace_smoothing
 from .model_selection import draw_shots
 from .text import CLIP_IMAGENET_TEMPLATES, class_text_features
 
@@ -58,6 +60,14 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
         has one, the random search of ``search="cv"``. Training is full batch and
         needs no seed."""
 
+# The ``calibration`` parameter's documentation, for the classifiers that expose it.
+CALIBRATION_PARAMETER_DOC = """calibration : {"temperature"} or None, default="temperature"
+        How :meth:`predict_proba` turns the logits into probabilities. ``"temperature"``
+        divides them by ``temperature_``, the temperature minimising the log-loss of
+        held-out logits of the training shots (see the user guide, *Calibrated
+        probabilities*); None keeps the method's own scale (``temperature_ = 1``).
+        Predictions and :meth:`decision_function` (the logits) do not depend on it."""
+
 
 class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
     """Base class of the few-shot classifiers; not for direct use.
@@ -65,7 +75,10 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
     A subclass implements ``_fit(X, y_encoded, class_text, rng)`` (``class_text`` is a
     :class:`~sklearn_cmm.text.ClassText` or None in text-free mode) and ``_logits(X)``
     returning ``(n_samples, n_classes)`` scores; this class does validation, the shot
-    draw, the text prototypes and the prediction methods.
+    draw, the text prototypes, the temperature of the probabilities and the prediction
+    methods. A subclass whose logits of its own training shots are optimistic overrides
+    :meth:`_calibration_logits` (honest logits of the shots; :meth:`_cross_fitted_logits`
+    is a generic, ``n_folds`` times dearer, way to get them).
     """
 
     _parameter_constraints = {
@@ -76,7 +89,12 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         "text_encoder": [StrOptions({"clip"}), HasMethods(["encode_text"]), None],
         "n_shots": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "calibration": [StrOptions({"temperature"}), None],
     }
+
+    #: Default of the ``calibration`` parameter, read when a subclass's constructor does
+    #: not take it (then it is not one of ``get_params``).
+    calibration = "temperature"
 
     #: Subclasses that need CLIP's text projection from the encoder set this.
     _needs_text_projection = False
@@ -147,6 +165,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         # with the (n_samples x dim) features where a function says it keeps X's precision.
         try:
             self._fit(X, y_encoded, class_text, rng)
+            self.temperature_ = self._fit_temperature(X, y_encoded, class_text, rng)
         except BaseException:
             # A failed fit (a diverged training run, an interrupt) leaves no half-fitted
             # estimator that check_is_fitted would take for a fitted one.
@@ -154,6 +173,69 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
                 delattr(self, name)
             raise
         return self
+
+    def _fit_temperature(self, X, y_encoded, class_text, rng):
+        """``temperature_``: fitted on honest logits of the shots, or 1 without calibration."""
+        if self.calibration is None:
+            return 1.0
+        logits = self._calibration_logits(X, y_encoded, class_text, rng)
+        return fit_temperature(logits, y_encoded, smoothing=laplace_smoothing(len(y_encoded)))
+
+    def _calibration_logits(self, X, y_encoded, class_text, rng):
+        """Logits of the training shots as the fitted model would score unseen images.
+
+        The temperature is fitted on them, so they must not be optimistic. The default is
+        the fitted model's logits of the shots, honest only for a method whose logits do
+        not depend on the shots (zero-shot with text prototypes). A method fitted on the
+        shots overrides this with leave-one-out logits it has in closed form, or with
+        :meth:`_cross_fitted_logits`.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The training shots, as given to ``_fit``.
+        y_encoded : ndarray of shape (n_samples,)
+        class_text : ClassText or None
+        rng : RandomState
+            The fit's random state.
+
+        Returns
+        -------
+        logits : ndarray of shape (n_samples, n_classes)
+        """
+        return self._logits(np.asarray(X, dtype=np.float64))
+
+    def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5):
+        """Logits of each shot by the method fitted (``_fit``) on the other folds.
+
+        Each class's shots are dealt, in a random order, round-robin into ``n_folds``
+        folds (at most one fold per shot), so that a fold holds out about
+        ``1 / n_folds`` of every class; with one shot per class a fold holds out whole
+        classes, which the other folds' fit only knows from its text. Text-free, a fit
+        needs a shot of every class: the folds are then at most as many as the rarest
+        class's shots, and with a class of a single shot the plain training logits are
+        returned (optimistic). Costs ``n_folds`` fits; the estimator is not changed.
+        """
+        n_classes = len(self.classes_)
+        counts = np.bincount(y_encoded, minlength=n_classes)
+        n_folds = min(n_folds, len(y_encoded))
+        if class_text is None:
+            n_folds = min(n_folds, counts.min())
+        if n_folds < 2:
+            return self._logits(np.asarray(X, dtype=np.float64))
+        folds = np.empty(len(y_encoded), dtype=int)
+        start = 0
+        for c in range(n_classes):  # continue the round-robin across classes
+            members = rng.permutation(np.flatnonzero(y_encoded == c))
+            folds[members] = (start + np.arange(len(members))) % n_folds
+            start += len(members)
+        logits = np.empty((len(y_encoded), n_classes))
+        for k in range(n_folds):
+            held_out = folds == k
+            model = copy.copy(self)  # _fit rebinds attributes, never mutates them
+            model._fit(X[~held_out], y_encoded[~held_out], class_text, rng)
+            logits[held_out] = model._logits(np.asarray(X[held_out], dtype=np.float64))
+        return logits
 
     def _validated_features(self, X):
         """``X`` checked against the fit, as float64: inference always runs in float64."""
@@ -165,7 +247,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         return self._logits(self._validated_features(X))
 
     def decision_function(self, X):
-        """Class scores of the method (its logits).
+        """Class scores of the method (its logits, not divided by ``temperature_``).
 
         Parameters
         ----------
@@ -182,7 +264,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the logits.
+        """Class probabilities: the softmax of the logits divided by ``temperature_``.
 
         Parameters
         ----------
@@ -193,7 +275,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return softmax(self._validated_logits(X), axis=1)
+        return softmax(self._validated_logits(X) / self.temperature_, axis=1)
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
@@ -207,8 +289,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        logits = self._validated_logits(X)
-        return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        return log_softmax(self._validated_logits(X) / self.temperature_, axis=1)
 
     def predict(self, X):
         """Most likely class of each sample.
@@ -244,6 +325,12 @@ def class_prototypes(X, y_encoded, n_classes, class_text):
 
 
 def fill_doc(cls):
-    """Put the shared text-parameter documentation into ``cls``'s docstring."""
-    cls.__doc__ = cls.__doc__.replace("%(text_parameters)s", TEXT_PARAMETERS_DOC)
+    """Put the shared parameter documentation into ``cls``'s docstring.
+
+    ``%(text_parameters)s`` becomes the text-side parameters, ``%(calibration_parameter)s``
+    the ``calibration`` parameter.
+    """
+    cls.__doc__ = cls.__doc__.replace("%(text_parameters)s", TEXT_PARAMETERS_DOC).replace(
+        "%(calibration_parameter)s", CALIBRATION_PARAMETER_DOC
+    )
     return cls

@@ -1,8 +1,13 @@
-"""How far apart CLIP's image and text embeddings are (the modality gap)."""
+"""How far apart CLIP's image and text embeddings are (the modality gap), and how well
+calibrated a classifier's probabilities are."""
+
+from numbers import Integral
 
 import numpy as np
-from sklearn.utils import check_array
+from sklearn.utils import check_array, check_consistent_length, column_or_1d
+from sklearn.utils._param_validation import Interval, validate_params
 
+from ._math import calibration
 from ._math.basic import l2_normalize
 
 
@@ -90,3 +95,71 @@ def paired_alignment(image_features, paired_text_features):
             "have the same shape: one text row per image."
         )
     return float(np.einsum("ij,ij->i", images, texts).mean())
+
+
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_prob": ["array-like"],
+        "labels": ["array-like", None],
+        "n_bins": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def expected_calibration_error(y_true, y_prob, *, labels=None, n_bins=15):
+    """Top-label expected calibration error (ECE) of class probabilities.
+
+    The confidence of a sample is its largest probability, its prediction that class.
+    Samples are grouped in ``n_bins`` equal-width confidence bins and the ECE is the
+    sample-weighted mean gap between accuracy and mean confidence in the bins::
+
+        ECE = sum_b |B_b| / n * |accuracy(B_b) - confidence(B_b)|
+
+    0 for a perfectly calibrated classifier; the mean confidence minus the accuracy when
+    every confidence falls in one bin. With few samples per bin it is biased upward; use
+    it beside :func:`sklearn.metrics.log_loss`, which is a proper score.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    y_prob : array-like of shape (n_samples, n_classes)
+        Predicted probabilities, e.g. ``clf.predict_proba(X)``; column ``j`` is the class
+        ``labels[j]``.
+    labels : array-like of shape (n_classes,) or None, default=None
+        The class of each column of ``y_prob`` (``clf.classes_``); None: the sorted
+        labels of ``y_true``, which must then have as many as ``y_prob`` has columns.
+    n_bins : int, default=15
+        Number of confidence bins on [0, 1].
+
+    Returns
+    -------
+    ece : float
+        In [0, 1].
+
+    References
+    ----------
+    .. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On Calibration of Modern Neural
+       Networks", ICML 2017.
+
+    Examples
+    --------
+    >>> from sklearn_cmm.metrics import expected_calibration_error
+    >>> round(expected_calibration_error(["a", "b"], [[0.9, 0.1], [0.7, 0.3]]), 6)
+    0.4
+    """
+    y_true = column_or_1d(y_true)
+    y_prob = check_array(y_prob, dtype=np.float64, input_name="y_prob")
+    check_consistent_length(y_true, y_prob)
+    labels = np.unique(y_true) if labels is None else column_or_1d(labels)
+    if len(labels) != y_prob.shape[1]:
+        raise ValueError(
+            f"y_prob has {y_prob.shape[1]} columns but there are {len(labels)} labels; "
+            "pass labels=clf.classes_."
+        )
+    order = np.argsort(labels)
+    positions = np.searchsorted(labels[order], y_true)
+    positions = np.minimum(positions, len(labels) - 1)
+    if not np.array_equal(labels[order][positions], y_true):
+        raise ValueError("y_true has labels that are not in labels.")
+    return calibration.expected_calibration_error(order[positions], y_prob, n_bins=n_bins)

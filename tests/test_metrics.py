@@ -30,3 +30,28 @@ def test_paired_alignment():
     assert paired_alignment(X, T) == pytest.approx(expected)
     with pytest.raises(ValueError, match="same shape"):
         paired_alignment(X, T[:3])
+
+
+def test_expected_calibration_error_maps_labels_to_columns():
+    from sklearn_cmm._math.calibration import expected_calibration_error as ece_of_indices
+    from sklearn_cmm.metrics import expected_calibration_error
+
+    rng = np.random.RandomState(3)
+    proba = rng.dirichlet(np.ones(3), size=40)
+    y_index = rng.randint(3, size=40)
+    labels = np.array(["z", "a", "m"])  # columns in classes_ order, not sorted
+    expected = ece_of_indices(y_index, proba, n_bins=10)
+    assert expected_calibration_error(labels[y_index], proba, labels=labels, n_bins=10) == (
+        pytest.approx(expected)
+    )
+    y_full = np.arange(40) % 3
+    assert expected_calibration_error(y_full, proba) == pytest.approx(ece_of_indices(y_full, proba))
+
+
+def test_expected_calibration_error_rejects_unknown_labels_and_columns():
+    from sklearn_cmm.metrics import expected_calibration_error
+
+    with pytest.raises(ValueError, match="not in labels"):
+        expected_calibration_error([0, 5], [[0.5, 0.5], [0.2, 0.8]], labels=[0, 1])
+    with pytest.raises(ValueError, match="labels=clf.classes_"):
+        expected_calibration_error([0, 0], [[0.5, 0.5], [0.2, 0.8]])
