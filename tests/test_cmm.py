@@ -97,7 +97,8 @@ def test_decision_function_is_the_fused_logits():
     ).fit(X, y)
     expected = cmm_logits(X_test, clf.mapping_, clf.prototypes_, _unit(T), 30.0, 0.4)
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-12)
-    proba = np.exp(expected - expected.max(1, keepdims=True))
+    scaled = expected / clf.temperature_
+    proba = np.exp(scaled - scaled.max(1, keepdims=True))
     np.testing.assert_allclose(clf.predict_proba(X_test), proba / proba.sum(1, keepdims=True))
     np.testing.assert_array_equal(clf.predict(X_test), np.argmax(expected, axis=1))
 
