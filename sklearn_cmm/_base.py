@@ -208,8 +208,9 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
     def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5):
         """Logits of each shot by the method fitted (``_fit``) on the other folds.
 
-        Each class's shots are dealt, in a random order, round-robin into ``n_folds``
-        folds (at most one fold per shot), so that a fold holds out about
+        Each class's shots are dealt, in their order in ``X``, round-robin into
+        ``n_folds`` folds (no randomness, so that the temperature is a function of the
+        input alone) (at most one fold per shot), so that a fold holds out about
         ``1 / n_folds`` of every class; with one shot per class a fold holds out whole
         classes, which the other folds' fit only knows from its text. Text-free, a fit
         needs a shot of every class: the folds are then at most as many as the rarest
@@ -226,7 +227,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         folds = np.empty(len(y_encoded), dtype=int)
         start = 0
         for c in range(n_classes):  # continue the round-robin across classes
-            members = rng.permutation(np.flatnonzero(y_encoded == c))
+            members = np.flatnonzero(y_encoded == c)
             folds[members] = (start + np.arange(len(members))) % n_folds
             start += len(members)
         logits = np.empty((len(y_encoded), n_classes))
