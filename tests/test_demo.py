@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sklearn_cmm.cli import main
-from sklearn_cmm.protocol.demo import _summary, format_table
+from sklearn_cmm.protocol.demo import _plot, _summary, format_table
 
 
 def _rows():
@@ -37,10 +37,33 @@ def test_table_shows_gain_over_zero_shot():
     assert "4-shot" in table.splitlines()[0]
 
 
+def test_plot_keeps_the_legend_off_the_data_and_says_what_the_bands_are(tmp_path,
+                                                                         monkeypatch):
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    saved = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    _plot(_summary(_rows(), ["zero-shot", "cmm"], [1, 4]), [1, 4], tmp_path / "p.png", 2)
+    (fig,) = saved
+    renderer = FigureCanvasAgg(fig).get_renderer()  # pyplot let go of the closed figure
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+    assert "± std over seeds" in legend.get_title().get_text()
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
 def test_demo_runs_end_to_end_on_the_bundled_model(tmp_path, capsys):
     assert main([
         "demo", "--shots", "1,2", "--seeds", "1", "--methods", "zero-shot,cmm",
-        "--out", str(tmp_path), "--quiet",
+        "--out", str(tmp_path), "--quiet", "--threads", "1",
     ]) == 0
     out = capsys.readouterr().out
     assert "zero-shot" in out and "cmm" in out

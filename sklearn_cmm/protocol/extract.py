@@ -14,6 +14,7 @@ Runs on the GPU when there is one (``--device auto``).
 Example: ``sklearn-cmm extract-features --dataset-root ~/data --dataset all --out features/``
 """
 
+import argparse
 import json
 import random
 import shutil
@@ -33,15 +34,16 @@ from .datasets import (
     read_split,
 )
 from .features import feature_file_name, save_features, text_arrays
+from .report import existing_dir, positive_int
 
 _DEFAULT_CHUNK = 4096
 
 
 def add_arguments(parser):
     """Options of ``sklearn-cmm extract-features``."""
-    parser.add_argument("--dataset-root", type=Path, required=True,
+    parser.add_argument("--dataset-root", type=existing_dir, required=True,
                         help="folder holding the datasets in CoOp's layout (oxford_pets/, ...)")
-    parser.add_argument("--dataset", required=True,
+    parser.add_argument("--dataset", type=_dataset_list, required=True,
                         help="dataset(s), comma-separated: " + ", ".join(DATASETS)
                         + "; 'all' for the 11 few-shot datasets, 'shift' for the 4 ImageNet "
                         "variants")
@@ -51,18 +53,18 @@ def add_arguments(parser):
     parser.add_argument("--pretrained", default="openai",
                         help="open_clip pretrained tag or checkpoint file (default openai)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the feature files")
-    parser.add_argument("--cupl", type=Path, default=None,
+    parser.add_argument("--cupl", type=_existing_path, default=None,
                         help="CuPL-style descriptions: a JSON file {classname: [sentences]} "
                         "(one dataset), or a folder with <dataset>.json files")
     parser.add_argument("--device", default="auto", help="'auto' (GPU if any), 'cpu', 'cuda'")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="'auto': fp32 on CPU, mixed precision on GPU")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    parser.add_argument("--num-workers", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
+    parser.add_argument("--num-workers", type=_count, default=None,
                         help="image decoding threads (default min(8, CPUs))")
-    parser.add_argument("--chunk-size", type=int, default=_DEFAULT_CHUNK,
+    parser.add_argument("--chunk-size", type=positive_int, default=_DEFAULT_CHUNK,
                         help="images per resumable cache chunk")
-    parser.add_argument("--max-train-per-class", type=int, default=None,
+    parser.add_argument("--max-train-per-class", type=positive_int, default=None,
                         help="keep at most this many training images a class (e.g. 100 for "
                         "ImageNet's 1.28M); the shot draw then differs from CoOp's")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -74,11 +76,33 @@ def add_arguments(parser):
 
 
 def _dataset_list(text):
+    """``--dataset``: ``all``, ``shift`` or comma-separated names, as dataset keys."""
     if text == "all":
         return list(FEW_SHOT_DATASETS)
     if text == "shift":
         return list(SHIFT_DATASETS)
-    return [get_spec(part.strip()).key for part in text.split(",") if part.strip()]
+    try:
+        keys = [get_spec(part.strip()).key for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+    if not keys:
+        raise argparse.ArgumentTypeError(f"expected dataset names; got {text!r}")
+    return keys
+
+
+def _existing_path(text):
+    """A file or folder that exists, as a :class:`~pathlib.Path`."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    return path
+
+
+def _count(text):
+    """A whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}")
+    return int(text)
 
 
 def _subsample_train(splits, max_per_class):
@@ -250,7 +274,7 @@ def run(args):
     from .._clip.text_encoder import CLIPTextEncoder
     from ..featurizer import CLIPFeaturizer
 
-    datasets = _dataset_list(args.dataset)
+    datasets = args.dataset
 
     def featurizer_factory():
         return CLIPFeaturizer(

@@ -4,8 +4,13 @@ import argparse
 import json
 import platform
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+
+
+class UsageError(Exception):
+    """A wrong argument found by a subcommand before its work: one line, exit status 2."""
 
 
 def int_list(text):
@@ -19,6 +24,51 @@ def int_list(text):
             f"expected comma-separated positive whole numbers such as 1,2,4; got {text!r}"
         )
     return values
+
+
+def positive_int(text):
+    """``"4"`` -> ``4``: an argparse type for counts (threads, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
+    return value
+
+
+def method_list(text):
+    """``"cmm,semobridge"`` -> ``["cmm", "semobridge"]``, each a known method name."""
+    from .methods import METHODS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {', '.join(map(repr, unknown)) or repr(text)}; "
+            f"choose among {','.join(METHODS)}"
+        )
+    return names
+
+
+def existing_dir(text):
+    """A folder that exists, as a :class:`~pathlib.Path`."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        problem = "is not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return path
+
+
+def limit_threads(n_threads):
+    """Limit torch's and the BLAS libraries' CPU threads (None leaves them alone)."""
+    if n_threads is None:
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n_threads)
+    threadpool_limits(n_threads)
 
 
 def mean_std(rows, keys, value="accuracy"):

@@ -18,6 +18,7 @@ classes).
 Example: ``sklearn-cmm benchmark --features features/ --shots 1,2,4,8,16 --seeds 1,2,3``
 """
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -25,7 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import FEW_SHOT_DATASETS, SHIFT_DATASETS, get_spec
-from .report import hms, int_list, mean_std, run_environment, write_json
+from .report import (
+    UsageError,
+    existing_dir,
+    hms,
+    int_list,
+    limit_threads,
+    mean_std,
+    method_list,
+    positive_int,
+    run_environment,
+    write_json,
+)
 
 DEFAULT_METHODS = "zero-shot,tip-adapter,cmm,semobridge,semobridge-t,linear-probe"
 
@@ -33,12 +45,24 @@ DEFAULT_METHODS = "zero-shot,tip-adapter,cmm,semobridge,semobridge-t,linear-prob
 _NO_CLIP_TEMPLATES = ("dtd", "eurosat", "oxford_flowers")
 
 
+#: Prompt sets a feature file can hold (``--prompts`` joins them with ``+``).
+_PROMPT_SETS = ("clip", "coop", "cupl")
+#: Seconds a SeMoBridge-T step took on the development CPU (2 cores) at ImageNet scale,
+#: 1000 classes x 16 shots, dimension 512 (``benchmarks/bench_scale.py``, 2026-11-23).
+_SEMOBRIDGE_T_STEP_S = 1.5
+#: Printed before the table of synthetic feature files (metadata ``"synthetic": true``).
+_SYNTHETIC_NOTE = (
+    "SYNTHETIC features (protocol/synthetic.py): the published numbers are real-image "
+    "results, shown for the layout only; the rows marked 'difference*' compare nothing.")
+
+
 def _override(text):
     """``cmm.max_iter=100`` -> ``("cmm", "max_iter", 100)``."""
     target, sep, value = text.partition("=")
     method, dot, param = target.partition(".")
     if not (sep and dot and method and param):
-        raise ValueError(f"--set expects METHOD.PARAM=VALUE; got {text!r}.")
+        raise argparse.ArgumentTypeError(f"expected METHOD.PARAM=VALUE; got {text!r}")
+    method_list(method)  # a known method
     try:
         value = json.loads(value)
     except ValueError:
@@ -46,23 +70,44 @@ def _override(text):
     return method, param, value
 
 
+def _dataset_names(text):
+    """``"dtd,eurosat"`` -> the datasets' keys."""
+    try:
+        return [get_spec(part.strip()).key for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+
+
+def _prompts(text):
+    """``ensemble``, ``semobridge`` or prompt sets joined by ``+``."""
+    if text in ("ensemble", "semobridge"):
+        return text
+    unknown = [s for s in text.split("+") if s not in _PROMPT_SETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected 'ensemble', 'semobridge' or sets among {', '.join(_PROMPT_SETS)} "
+            f"joined by '+'; got {text!r}")
+    return text
+
+
 def add_arguments(parser):
     """Options of ``sklearn-cmm benchmark``."""
-    parser.add_argument("--features", type=Path, required=True,
+    parser.add_argument("--features", type=existing_dir, required=True,
                         help="folder of feature files written by extract-features")
-    parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma-separated methods (default {DEFAULT_METHODS})")
+    parser.add_argument("--methods", type=method_list, default=DEFAULT_METHODS,
+                        help="comma-separated methods (default "
+                        f"{DEFAULT_METHODS.replace(',', ', ')})")
     parser.add_argument("--shots", type=int_list, default=[1, 2, 4, 8, 16],
                         help="comma-separated shots per class (default 1,2,4,8,16)")
     parser.add_argument("--seeds", type=int_list, default=[1, 2, 3],
                         help="comma-separated seeds (default 1,2,3)")
-    parser.add_argument("--datasets", default=None,
+    parser.add_argument("--datasets", type=_dataset_names, default=None,
                         help="comma-separated datasets (default: every file in --features)")
     parser.add_argument("--model", default=None,
                         help="use the files of this model when --features holds several")
     parser.add_argument("--pretrained", default=None,
                         help="use the files of these weights when --features holds several")
-    parser.add_argument("--prompts", default="ensemble",
+    parser.add_argument("--prompts", type=_prompts, default="ensemble",
                         help="text prototypes: 'ensemble' (every prompt set of the file), "
                         "'semobridge' (CoOp template + CuPL + CLIP templates except on DTD, "
                         "EuroSAT, Flowers), or sets joined by '+' (clip, coop, cupl)")
@@ -75,7 +120,7 @@ def add_arguments(parser):
     parser.add_argument("--no-search", action="store_true",
                         help="fit each method's defaults only, no validation search")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="limit BLAS and torch CPU threads (on a busy machine 1 is "
                         "often fastest)")
     parser.add_argument("--out", type=Path, default=None,
@@ -87,7 +132,7 @@ def add_arguments(parser):
 
 
 def select_files(features_dir, datasets=None, model=None, pretrained=None):
-    """``{dataset key: path}`` of the feature files of one (model, weights)."""
+    """``{dataset key: (path, metadata)}`` of the feature files of one (model, weights)."""
     from .features import list_feature_files
 
     files = list_feature_files(features_dir)
@@ -109,7 +154,7 @@ def select_files(features_dir, datasets=None, model=None, pretrained=None):
         raise ValueError(
             f"{features_dir} holds features of several models {weights}: choose one with "
             "--model / --pretrained.")
-    return {m["dataset"]: p for p, m in files}, weights[0]
+    return {m["dataset"]: (p, m) for p, m in files}, weights[0]
 
 
 def select_text(data, prompts="ensemble"):
@@ -248,14 +293,20 @@ def _ordered(datasets):
     return sorted(datasets, key=lambda d: order.index(d) if d in order else len(order))
 
 
-def format_table(summary, datasets, title):
-    """The comparison table as text: ours, published and the difference per shots."""
+def format_table(summary, datasets, title, synthetic=False):
+    """The comparison table as text: ours, published and the difference per shots.
+
+    ``synthetic`` marks the difference rows (``difference*``) and says why in the title.
+    """
     from .methods import get_method
 
     names = [get_spec(d).name for d in datasets]
     width = max(13, *(len(n) + 1 for n in names))
     head = f"{'Method':<16}{'Shots':>5}  " + "".join(f"{n:>{width}}" for n in names)
     head += f"{'AVERAGE':>10}{'FIT TIME':>10}"
+    if synthetic:
+        title = f"{title}\n{_SYNTHETIC_NOTE}"
+    difference = "  difference*" if synthetic else "  difference"
     lines = [title, "", head, "-" * len(head)]
     for method in dict.fromkeys(e["method"] for e in summary):
         label = get_method(method).label
@@ -281,7 +332,7 @@ def format_table(summary, datasets, title):
                     f"{'  published':<16}{'':>5}  " + "".join(cell(d, pub) for d in datasets)
                     + (f"{average:>10.2f}" if average is not None else f"{'-':>10}"))
                 lines.append(
-                    f"{'  difference':<16}{'':>5}  "
+                    f"{difference:<16}{'':>5}  "
                     + "".join(cell(d, lambda c: "-" if c["diff"] is None
                                    else f"{c['diff']:+.2f}") for d in datasets)
                     + (f"{entry['average_diff']:>+10.2f}" if average is not None
@@ -348,40 +399,92 @@ def _load_targets(files, source):
     return targets
 
 
+def _check_arguments(args):
+    """Everything about the arguments that can fail, before any work.
+
+    Returns ``(paths, metadata, datasets, model, pretrained, overrides)``; raises
+    :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
+    """
+    from .methods import make_classifier
+
+    overrides = {}
+    for method, param, value in args.overrides:
+        overrides.setdefault(method, {})[param] = value
+    for method, params in overrides.items():
+        try:  # an unknown parameter fails here; a wrong value at the first fit
+            make_classifier(method, **params)
+        except ValueError as error:
+            raise UsageError(f"--set: {error}") from None
+    try:
+        selected, (model, pretrained) = select_files(args.features, args.datasets,
+                                                     args.model, args.pretrained)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if args.distribution_shift:
+        if "imagenet" not in selected:
+            raise UsageError(f"--distribution-shift needs ImageNet's features in "
+                             f"{args.features}.")
+        datasets = ["imagenet"]
+    else:
+        datasets = _ordered(k for k in selected if not get_spec(k).test_only)
+        if not datasets:
+            raise UsageError(f"No few-shot dataset file in {args.features}.")
+    paths = {key: path for key, (path, _) in selected.items()}
+    metadata = {key: meta for key, (_, meta) in selected.items()}
+    return paths, metadata, datasets, model, pretrained, overrides
+
+
+def plan(metadata, datasets, methods, shots_list, seeds, overrides, search=True):
+    """What a run will cost, as lines to print before it starts.
+
+    Counts the fits (every validation candidate is one) and SeMoBridge-T's training
+    steps, with the measured cost of a step on a CPU, and says how to shorten the run.
+    """
+    from .methods import make_classifier, search_space
+
+    runs = len(datasets) * len(shots_list) * len(seeds)
+    fits = {m: runs * (len(search_space(m)) if search else 1) for m in methods}
+    largest = max(datasets, key=lambda d: metadata[d]["n_classes"])
+    lines = [
+        f"Plan: {len(datasets)} dataset(s) x {len(shots_list)} shot count(s) x "
+        f"{len(seeds)} seed(s) x {len(methods)} method(s): {sum(fits.values())} fits "
+        f"(each validation candidate is a fit; largest: {get_spec(largest).name}, "
+        f"{metadata[largest]['n_classes']} classes, up to {max(shots_list)} shots a class)."
+    ]
+    if "semobridge-t" in methods:
+        steps = make_classifier("semobridge-t", **overrides.get("semobridge-t", {})
+                                ).get_params()["max_iter"]
+        per_dataset = steps * fits["semobridge-t"] // len(datasets)
+        large = [d for d in datasets if metadata[d]["n_classes"] >= 1000]
+        lines.append(
+            f"SeMoBridge-T trains {steps} steps a fit, {per_dataset * len(datasets):,} steps "
+            f"in all. On a 2-core CPU a step at ImageNet scale (1000 classes x 16 shots, "
+            f"dimension 512) took about {_SEMOBRIDGE_T_STEP_S} s "
+            "(benchmarks/bench_scale.py)"
+            + (f": the {len(large) * per_dataset:,} steps on datasets of 1000 classes would "
+               f"take about {hms(len(large) * per_dataset * _SEMOBRIDGE_T_STEP_S)} (h:mm:ss)"
+               if large else "")
+            + ". Use a GPU, shorten it with --set semobridge-t.max_iter=500, or leave it "
+            "out with --methods.")
+    lines.append("Shorter runs: fewer --shots, --seeds or --datasets; --no-search fits "
+                 "each method's defaults only.")
+    return lines
+
+
 def run(args):
     """Run the protocol, print the table, write the result files; returns 0."""
     from tqdm.auto import tqdm
 
-    from .methods import get_method
     from .features import load_features
 
-    if args.threads is not None:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
+    files, metadata, datasets, model, pretrained, overrides = _check_arguments(args)
+    limit_threads(args.threads)
+    methods = args.methods
+    synthetic = any(metadata[d].get("synthetic", False) for d in datasets)
+    for line in plan(metadata, datasets, methods, args.shots, args.seeds, overrides,
+                     search=not args.no_search):
+        print(line)
     start = time.perf_counter()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for method in methods:
-        get_method(method)
-    overrides = {}
-    for method, param, value in args.overrides:
-        get_method(method)
-        overrides.setdefault(method, {})[param] = value
-    wanted = None if args.datasets is None else args.datasets.split(",")
-    files, (model, pretrained) = select_files(args.features, wanted, args.model,
-                                              args.pretrained)
-    if args.distribution_shift:
-        if "imagenet" not in files:
-            raise FileNotFoundError(f"--distribution-shift needs ImageNet's features in "
-                                    f"{args.features}.")
-        datasets = ["imagenet"]
-    else:
-        datasets = _ordered(k for k in files if not get_spec(k).test_only)
-        if not datasets:
-            raise FileNotFoundError(f"No few-shot dataset file in {args.features}.")
-
     total = len(datasets) * len(args.shots) * len(args.seeds) * len(methods)
     rows = []
     with tqdm(total=total, desc="benchmark", unit="fit", disable=args.quiet) as progress:
@@ -409,7 +512,8 @@ def run(args):
     else:
         summary = summarize(rows, datasets, methods, args.shots, model)
         table = format_table(summary, datasets, header + "\npublished: SeMoBridge paper "
-                             "tables for the same backbone; difference = ours - published")
+                             "tables for the same backbone; difference = ours - published",
+                             synthetic=synthetic)
     elapsed = time.perf_counter() - start
     print(table)
 
@@ -429,10 +533,11 @@ def run(args):
         "features": str(args.features), "model": model, "pretrained": pretrained,
         "datasets": datasets, "methods": methods, "shots": args.shots, "seeds": args.seeds,
         "prompts": args.prompts, "search": not args.no_search, "overrides": overrides,
-        "device": args.device, "threads": args.threads, "elapsed_s": elapsed,
+        "device": args.device, "threads": args.threads, "synthetic": synthetic,
+        "elapsed_s": elapsed,
         "summary": summary, "runs": rows, "table": table,
     }
     write_json(out / f"{prefix}results.json", record)
-    print(f"\n{len(rows)} fits in {elapsed:.1f} s; wrote {prefix}results.csv, "
+    print(f"\n{len(rows)} runs in {elapsed:.1f} s; wrote {prefix}results.csv, "
           f"{prefix}comparison.csv, {prefix}runs.csv and {prefix}results.json to {out}")
     return 0

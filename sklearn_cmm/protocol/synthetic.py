@@ -202,16 +202,33 @@ def make_synthetic_features(
 
 def main(argv=None):
     """``python -m sklearn_cmm.protocol.synthetic OUT [--datasets ...] [--dim 512]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path)
+    parser = argparse.ArgumentParser(
+        prog="python -m sklearn_cmm.protocol.synthetic",
+        description=__doc__.splitlines()[0] + " Then run: sklearn-cmm benchmark --features OUT",
+    )
+    parser.add_argument("out", type=Path,
+                        help="folder for the feature files (<dataset>__<model>__synthetic.npz)")
     parser.add_argument("--datasets", default="imagenet,caltech101,eurosat",
-                        help="comma-separated keys, 'all' for the 11 few-shot datasets")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--model", default="ViT-B-16")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-cap", type=int, default=DEFAULT_CAPS["train"])
-    parser.add_argument("--test-cap", type=int, default=DEFAULT_CAPS["test"])
+                        help="comma-separated dataset keys (imagenet, caltech101, ..., the "
+                        "ImageNet variants imagenetv2, imagenet_sketch, imagenet_a, "
+                        "imagenet_r); 'all' for the 11 few-shot datasets (default "
+                        "imagenet,caltech101,eurosat)")
+    parser.add_argument("--dim", type=int, default=512,
+                        help="embedding dimension (default 512, ViT-B/16's)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="text width before CLIP's text projection (default: --dim)")
+    parser.add_argument("--model", default="ViT-B-16",
+                        help="model name written into the files; it decides which published "
+                        "numbers the benchmark shows beside them (ViT-B-16 or RN50; "
+                        "default ViT-B-16)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the generator (default 0)")
+    parser.add_argument("--train-cap", type=int, default=DEFAULT_CAPS["train"],
+                        help="training images a class at most (default "
+                        f"{DEFAULT_CAPS['train']}; fewer where the dataset has fewer)")
+    parser.add_argument("--test-cap", type=int, default=DEFAULT_CAPS["test"],
+                        help="test images a class at most (default "
+                        f"{DEFAULT_CAPS['test']})")
     args = parser.parse_args(argv)
     from .datasets import FEW_SHOT_DATASETS
 

@@ -1,0 +1,79 @@
+"""Every ``python`` block of the README runs as written, on its own.
+
+Blocks whose first line is ``# not run: <what it needs>`` (pretrained weights, your own
+images) are skipped. The others run in one subprocess (one import of the package for
+all), each in a fresh namespace; a block followed by an output block (a ``text`` fence)
+must print something.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
+
+# Runs each block given as JSON on stdin; prints one JSON line per block.
+_RUNNER = r"""
+import contextlib, io, json, sys, traceback
+for source in json.load(sys.stdin):
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(source, "<README block>", "exec"), {"__name__": "__main__"})
+        error = None
+    except BaseException:
+        error = traceback.format_exc()
+    print(json.dumps({"stdout": out.getvalue(), "error": error}), flush=True)
+"""
+
+
+def readme_blocks():
+    """``(language, code, followed_by_output)`` of every fenced block, in order."""
+    text = README.read_text()
+    matches = list(_FENCE.finditer(text))
+    blocks = []
+    for i, match in enumerate(matches):
+        nxt = matches[i + 1] if i + 1 < len(matches) else None
+        followed = (nxt is not None and nxt.group(1) == "text"
+                    and not text[match.end():nxt.start()].strip())
+        blocks.append((match.group(1), match.group(2), followed))
+    return blocks
+
+
+PYTHON = [(code, followed) for lang, code, followed in readme_blocks() if lang == "python"]
+RUN = [(code, followed) for code, followed in PYTHON if not code.startswith("# not run:")]
+
+
+def test_the_readme_has_runnable_and_placeholder_blocks():
+    assert len(RUN) >= 3
+    assert len(RUN) < len(PYTHON)  # the pretrained variants are shown, not run
+    for code, _ in PYTHON:
+        if re.search(r"<\w+>", code):
+            assert code.startswith("# not run:"), code  # placeholders are never run
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(
+        [code for code, _ in RUN]), capture_output=True, text=True, timeout=300, env=env,
+        cwd=README.parent)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(RUN), done.stderr[-2000:]
+    return lines
+
+
+@pytest.mark.parametrize("index", range(len(RUN)))
+def test_readme_block_runs(index, results):
+    code, followed_by_output = RUN[index]
+    result = results[index]
+    assert result["error"] is None, f"{code}\n{result['error']}"
+    if followed_by_output:
+        assert result["stdout"].strip(), f"prints nothing:\n{code}"
