@@ -107,7 +107,8 @@ def test_decision_function_equals_the_notes_formula(data):
 
 def test_trained_decision_function_equals_the_notes_formula(data):
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, train=True, max_iter=30, warmup_iter=5, learning_rate=1e-2, **BLEND)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=30, warmup_iter=5,
+                 learning_rate=1e-2, **BLEND)
     assert clf.class_bias_.shape == (5, W.shape[0]) and np.abs(clf.class_bias_).sum() > 0
     assert not np.allclose(clf.projection_pinv_, explicit_pinv(W, 0.3))
     expected = notes_logits(
@@ -149,7 +150,7 @@ def notes_t_loss_at_init(X, y, W, T, text_pre, cutoff=0.3):
 
 def test_loss_at_step_zero_equals_the_notes_formula(data):
     X_train, y_train, _, _, text, W = data
-    clf = fitted(data, train=True, max_iter=2)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=2, image_logit_scale=100.0)
     # text_projection given: pre-projection text is the exact preimage T @ pinv(W).
     expected = notes_t_loss_at_init(X_train, y_train, W, text, normalize(text) @ np.linalg.pinv(W))
     assert clf.loss_curve_.shape == (2,) and clf.n_iter_ == 2
@@ -184,7 +185,8 @@ def test_projection_and_pre_projection_come_from_the_encoder(data):
     names = {c: f"class{c}" for c in range(5)}
     encoder = FakeCLIPText({names[c]: text[c] for c in range(5)}, W)
     clf = SeMoBridgeClassifier(
-        text_encoder=encoder, class_names=names, templates=templates, train=True, max_iter=1
+        text_encoder=encoder, class_names=names, templates=templates, train=True, max_iter=1,
+        early_stopping=False, image_logit_scale=100.0,
     ).fit(X_train, y_train)
     assert clf.bridge_ == "pinv"
     np.testing.assert_array_equal(clf.text_projection_, W)
@@ -234,7 +236,8 @@ def test_text_free_mode_is_an_image_prototype_blend(data):
     means = normalize(np.array([normalize(X_train[y_train == c]).mean(0) for c in range(5)]))
     np.testing.assert_allclose(clf.text_prototypes_, means)
     assert clf.score(X_test, data[3]) > 0.5
-    trained = SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5).fit(X_train, y_train)
+    trained = SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5,
+                                   early_stopping=False).fit(X_train, y_train)
     assert trained.bridge_ == "identity" and np.isfinite(trained.loss_curve_).all()
 
 
@@ -320,8 +323,8 @@ def test_search_cv_chooses_in_the_search_space(data):
 
 def test_search_after_training_uses_the_trained_bridge(data):
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, train=True, max_iter=20, learning_rate=1e-2, warmup_iter=0,
-                 search="cv", n_search_trials=30, random_state=0)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=20, learning_rate=1e-2,
+                 warmup_iter=0, search="cv", n_search_trials=30, random_state=0)
     assert clf.search_score_ is not None and clf.class_bias_ is not None
     chosen = {n: getattr(clf, n + "_") for n in BLEND if n != "pinv_cutoff"}
     expected = notes_logits(X_train, y_train, text, W, X_test, {**chosen, "pinv_cutoff": 0.3},
@@ -342,7 +345,8 @@ def test_grid_search_over_shots_and_alpha():
 
 
 def test_training_lowers_the_loss_without_bias(data):
-    clf = fitted(data, train=True, class_bias=False, max_iter=40, warmup_iter=10,
+    clf = fitted(data, train=True, early_stopping=False, class_bias=False, max_iter=40,
+                 warmup_iter=10,
                  learning_rate=5e-3, device="cpu")
     assert clf.class_bias_ is None
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
@@ -350,7 +354,7 @@ def test_training_lowers_the_loss_without_bias(data):
 
 def test_fits_are_deterministic_and_pickle(data):
     X_test = data[2]
-    params = dict(train=True, max_iter=10, search="cv", n_search_trials=20, random_state=3,
+    params = dict(train=True, early_stopping=False, max_iter=10, search="cv", n_search_trials=20, random_state=3,
                   n_shots=3)
     first, second = fitted(data, **params), fitted(data, **params)
     np.testing.assert_array_equal(first.decision_function(X_test),
