@@ -116,8 +116,8 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         without bias.
     class_bias : bool, default=True
         Train the class-specific bias (only with ``train=True``).
-    max_iter : int, default=5000
-        Training steps, one full batch each (the authors' 5000 epochs); with
+    max_iter : int, default=1000
+        Training steps, one full batch each (the authors train 5000 epochs); with
         ``early_stopping`` the most steps a checkpoint may have. A step costs a few
         products of the ``(n_shots_total, n_features)`` shots with a
         ``(n_features, width)`` matrix: seconds for all 5000 on a GPU, but about 0.13 s a
@@ -334,7 +334,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         n_search_trials=500,
         train=False,
         class_bias=True,
-        max_iter=5000,
+        max_iter=1000,
         learning_rate=1.5e-4,
         weight_decay=0.01,
         warmup_iter=500,

@@ -387,3 +387,127 @@ def test_float32_input_matches_float64(data):
     np.testing.assert_allclose(b.bridged_prototypes_, a.bridged_prototypes_, atol=1e-5)
     np.testing.assert_allclose(b.decision_function(X_test), a.decision_function(X_test),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_training_steps_follow_dassls_warmup(data, monkeypatch):
+    """The learning rate of each step, and that it is the one AdamW applies."""
+    from sklearn_cmm import semobridge
+
+    rates = []
+    original = semobridge._BridgeTraining.step
+    monkeypatch.setattr(semobridge._BridgeTraining, "step",
+                        lambda self, lr: (rates.append(lr), original(self, lr)))
+    clf = fitted(data, train=True, early_stopping=False, max_iter=6, warmup_iter=4,
+                 learning_rate=1e-2, image_logit_scale=30.0)
+    assert rates == [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
+    # The same steps by hand: AdamW at those rates on the loss of the notes' terms.
+    X_train, y_train, _, _, text, W = data
+    from sklearn_cmm._math.semobridge import semobridge_t_loss
+
+    t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    pinv = t(explicit_pinv(W, 0.3)).requires_grad_()
+    bias = torch.zeros(5, W.shape[0], requires_grad=True)
+    optimizer = torch.optim.AdamW([pinv, bias], lr=1.0, weight_decay=0.01)
+    for lr in [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]:
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.zero_grad()
+        semobridge_t_loss(t(X_train), torch.as_tensor(y_train), pinv, t(W), bias, t(text),
+                          t(normalize(text) @ np.linalg.pinv(W)), n_classes=5,
+                          image_logit_scale=30.0)[0].backward()
+        optimizer.step()
+    np.testing.assert_allclose(clf.projection_pinv_, pinv.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(clf.class_bias_, bias.detach().numpy(), atol=1e-5)
+
+
+def test_relative_cutoff_keeps_the_directions_above_a_fraction_of_the_largest(data):
+    W = data[5]
+    s = np.linalg.svd(W, compute_uv=False)
+    fraction = (s[3] + s[4]) / 2 / s[0]  # between the 4th and 5th singular values
+    clf = fitted(data, pinv_cutoff=fraction, pinv_cutoff_relative=True)
+    np.testing.assert_allclose(clf.projection_pinv_, explicit_pinv(W, fraction * s[0]),
+                               atol=1e-10)
+    assert np.linalg.matrix_rank(clf.projection_pinv_) == 4
+
+
+class Spy:
+    """Records the shots every SeMoBridge-T optimisation is built on."""
+
+    def __init__(self, monkeypatch):
+        from sklearn_cmm import semobridge
+
+        self.rows = []
+        original = semobridge._BridgeTraining.__init__
+
+        def init(training, X, *args):
+            self.rows.append({tuple(r) for r in X})
+            original(training, X, *args)
+
+        monkeypatch.setattr(semobridge._BridgeTraining, "__init__", init)
+
+
+def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch):
+    X_train, y_train, X_test, _, text, W = data
+    spy = Spy(monkeypatch)
+    clf = fitted(data, train=True, max_iter=60, validation_interval=25, warmup_iter=0,
+                 learning_rate=1e-2, search="cv", n_search_trials=20, random_state=0)
+    everything = {tuple(r) for r in X_train}
+    first, second = spy.rows[:2]
+    assert not first & second and first | second == everything  # two disjoint folds
+    # checkpoints at steps 0, 25, 50 and the last, 60; the best is the first maximum
+    assert clf.validation_scores_.shape == (4,) and clf.n_iter_ == 60
+    steps = [0, 25, 50, 60]
+    assert clf.best_iter_ == steps[int(np.argmax(clf.validation_scores_))]
+    assert clf.best_iter_ > 0  # on this problem training helps (the premise of the test)
+    # the final bridge: all shots, best_iter_ steps, as a plain training of that length
+    assert len(spy.rows) == 3 and spy.rows[2] == everything
+    plain = fitted(data, train=True, early_stopping=False, max_iter=clf.best_iter_,
+                   warmup_iter=0, learning_rate=1e-2, image_logit_scale=clf.image_logit_scale_)
+    np.testing.assert_array_equal(clf.projection_pinv_, plain.projection_pinv_)
+    assert clf.loss_curve_.shape == (clf.best_iter_,)
+    expected = notes_logits(
+        X_train, y_train, text, W, X_test,
+        {**{n: getattr(clf, n + "_") for n in BLEND if n != "pinv_cutoff"}, "pinv_cutoff": 0.3},
+        clf.projection_pinv_, clf.class_bias_,
+    )
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch):
+    # A learning rate too small to change a prediction: every checkpoint ties, the first
+    # (step 0) is kept, and the model is the closed form with its leave-one-out search.
+    spy = Spy(monkeypatch)
+    params = dict(search="cv", n_search_trials=30, random_state=0)
+    trained = fitted(data, train=True, max_iter=40, validation_interval=20,
+                     learning_rate=1e-12, **params)
+    assert trained.best_iter_ == 0 and trained.class_bias_ is None
+    assert np.ptp(trained.validation_scores_) == 0 and len(spy.rows) == 2  # no final run
+    closed = fitted(data, **params)
+    np.testing.assert_array_equal(trained.decision_function(data[2]),
+                                  closed.decision_function(data[2]))
+
+
+def test_n_iter_no_change_stops_the_validation_training(data):
+    clf = fitted(data, train=True, max_iter=1000, validation_interval=10, n_iter_no_change=2,
+                 learning_rate=1e-12)
+    # all checkpoints tie: the best is step 0, and two more checkpoints end the training
+    assert clf.n_iter_ == 20 and clf.validation_scores_.shape == (3,) and clf.best_iter_ == 0
+
+
+def test_single_shot_classes_are_trained_on_and_never_validated(data, monkeypatch):
+    X_train, y_train = data[0], data[1]
+    keep = np.r_[np.flatnonzero(y_train == 0)[:1], np.flatnonzero(y_train != 0)]
+    spy = Spy(monkeypatch)
+    SeMoBridgeClassifier(text_features=data[4], text_projection=data[5], text_encoder=None,
+                         train=True, max_iter=5, random_state=0).fit(X_train[keep], y_train[keep])
+    lone = tuple(X_train[keep[0]])
+    assert lone in spy.rows[0] and lone in spy.rows[1]
+
+
+def test_image_logit_scale_auto_calibrates_the_zero_shot_scores(data):
+    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+
+    X_train, y_train, _, _, text, _ = data
+    clf = fitted(data, train=True, max_iter=1)
+    expected = calibrated_logit_scale(normalize(X_train) @ normalize(text).T, y_train)
+    assert clf.image_logit_scale_ == pytest.approx(expected, rel=1e-9)
+    assert fitted(data, train=True, max_iter=1, image_logit_scale=7.0).image_logit_scale_ == 7.0
