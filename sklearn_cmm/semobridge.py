@@ -564,6 +564,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         after the last step (the parameters then have had ``step`` updates); it stops the
         training by returning True. Returns the number of steps run.
         """
+        optimizer = torch.optim.AdamW(
+            [tensor for training in runs for tensor in training.tensors],
+            lr=self.learning_rate, weight_decay=self.weight_decay,
+        )
         for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not self.verbose,
                          leave=False):
             at_checkpoint = step % self.validation_interval == 0 or step == n_steps
@@ -575,8 +579,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             lr = warmup_learning_rate(
                 step, self.learning_rate, self.warmup_iter, WARMUP_START_LR
             )
-            for training in runs:
-                training.step(lr)
+            _lockstep(optimizer, runs, lr)
 
     def _bridge(self, X):
         return bridge(X, self.projection_pinv_, self.text_projection_)
@@ -620,14 +623,11 @@ class _BridgeTraining:
         # Nothing in the training is random: full batch, deterministic initialisation.
         self.pinv = as_tensor(W_pinv, device).clone().requires_grad_()
         self.bias = None
-        tensors = [self.pinv]
+        self.tensors = [self.pinv]
         if params.class_bias:
             self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
                                     device=device, requires_grad=True)
-            tensors.append(self.bias)
-        self.optimizer = torch.optim.AdamW(
-            tensors, lr=params.learning_rate, weight_decay=params.weight_decay
-        )
+            self.tensors.append(self.bias)
         self.f, self.W, self.T_t, self.text_pre = (
             as_tensor(a, device) for a in (X, W, T, text_pre)
         )
@@ -643,19 +643,30 @@ class _BridgeTraining:
         # Losses stay on the device until the end: one synchronisation, not one a step.
         self.losses = []
 
-    def step(self, lr):
-        """One full-batch AdamW step at learning rate ``lr``."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = semobridge_t_loss(
+    def loss(self):
+        """The full-batch loss at the current parameters."""
+        return semobridge_t_loss(
             self.f, self.y_t, self.pinv, self.W, self.bias, self.T_t, self.text_pre,
             **self.options,
         )[0]
-        loss.backward()
-        self.optimizer.step()
-        self.losses.append(loss.detach())
 
     def parameters(self):
         """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
         return as_numpy(self.pinv), None if self.bias is None else as_numpy(self.bias)
+
+
+def _lockstep(optimizer, runs, lr):
+    """One full-batch AdamW step of every run, at learning rate ``lr``.
+
+    The runs share no tensor, so one backward pass through the sum of their losses gives
+    each its own gradient, and AdamW, elementwise, updates each as if it were alone: two
+    validation trainings cost one pass of Python and autograd overhead.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    losses = [training.loss() for training in runs]
+    sum(losses).backward()
+    optimizer.step()
+    for training, loss in zip(runs, losses):
+        training.losses.append(loss.detach())

@@ -394,9 +394,10 @@ def test_training_steps_follow_dassls_warmup(data, monkeypatch):
     from sklearn_cmm import semobridge
 
     rates = []
-    original = semobridge._BridgeTraining.step
-    monkeypatch.setattr(semobridge._BridgeTraining, "step",
-                        lambda self, lr: (rates.append(lr), original(self, lr)))
+    original = semobridge._lockstep
+    monkeypatch.setattr(semobridge, "_lockstep",
+                        lambda optimizer, runs, lr: (rates.append(lr),
+                                                     original(optimizer, runs, lr)))
     clf = fitted(data, train=True, early_stopping=False, max_iter=6, warmup_iter=4,
                  learning_rate=1e-2, image_logit_scale=30.0)
     assert rates == [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
@@ -470,6 +471,26 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
         clf.projection_pinv_, clf.class_bias_,
     )
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_lockstep_trainings_equal_separate_ones(data):
+    from sklearn_cmm import semobridge
+
+    X_train, y_train, _, _, text, W = data
+    clf = fitted(data, train=True, early_stopping=False, max_iter=1)
+    halves = [np.arange(0, 20, 2), np.arange(1, 20, 2)]
+
+    def trainings():
+        return [semobridge._BridgeTraining(X_train[rows], y_train[rows], W,
+                                           explicit_pinv(W, 0.3), text, text, clf, "cpu")
+                for rows in halves]
+
+    together = trainings()
+    clf.set_params(warmup_iter=0, learning_rate=1e-2)._run_steps(together, 5)
+    for k, alone in enumerate(trainings()):
+        clf._run_steps([alone], 5)
+        for a, b in zip(alone.parameters(), together[k].parameters()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch):
