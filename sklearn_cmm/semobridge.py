@@ -140,14 +140,16 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         among equals; step 0 is the closed form) is ``best_iter_``; the bridge is then
         trained on all shots for ``best_iter_`` steps, and ``search="cv"`` searches the
         blend on the two folds' held-out scores at that checkpoint. Without a class of two
-        shots there is nothing to validate on: ``max_iter`` steps are trained. False
-        trains ``max_iter`` steps on all shots (and ``search="cv"`` is then leave-one-out
-        on shots the bridge was trained on, which is optimistic).
+        shots there is nothing to validate a training on and the fit is the closed form
+        (``best_iter_ = 0``; training blindly lost accuracy on every test bed, see the
+        user guide). False trains ``max_iter`` steps on all shots (and ``search="cv"`` is
+        then leave-one-out on shots the bridge was trained on, which is optimistic).
     validation_interval : int, default=50
         Steps between two checkpoints of ``early_stopping`` (the last step is one too).
-    n_iter_no_change : int or None, default=None
+    n_iter_no_change : int or None, default=5
         Stop the validation training after this many checkpoints without a better
-        accuracy; None trains ``max_iter`` steps.
+        accuracy (the budget follows the problem: where training does not help, it stops
+        after ``n_iter_no_change * validation_interval`` steps); None runs ``max_iter``.
     image_logit_scale : "auto" or float, default="auto"
         Temperature of the ``img`` loss: the authors use the CLIP model's own
         ``exp(logit_scale)`` (100 for OpenAI's models), which the features do not carry.
@@ -199,9 +201,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     loss_curve_ : ndarray of shape (best_iter_,) or None
         SeMoBridge-T's loss before each step of the final training; None without one.
     n_iter_ : int
-        Training steps run: those of the validation training with ``early_stopping``,
-        else ``max_iter``; 1 for the closed form, which is one solve (scikit-learn wants
-        ``n_iter_ >= 1`` from every estimator with ``max_iter``).
+        Training steps run: those of the validation training with ``early_stopping``
+        (0 when nothing could be validated), else ``max_iter``; 1 for the closed form
+        (``train=False``), which is one solve (scikit-learn wants ``n_iter_ >= 1`` from
+        every estimator with ``max_iter``).
     best_iter_ : int or None
         Steps of the final bridge's training (0: the closed form); None without training.
     validation_scores_ : ndarray of shape (n_checkpoints,) or None
@@ -340,7 +343,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         warmup_iter=500,
         early_stopping=True,
         validation_interval=50,
-        n_iter_no_change=None,
+        n_iter_no_change=5,
         image_logit_scale="auto",
         image_loss_weight=0.5,
         text_loss_weight=0.5,
@@ -501,8 +504,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
 
         folds = validation_folds(y_encoded, n_classes, rng) if self.early_stopping else None
         validated = None
-        if folds is None or (folds < 0).all():  # nothing to validate on: train max_iter
+        if folds is None:
             self.best_iter_ = self.n_iter_ = self.max_iter
+        elif (folds < 0).all():  # nothing to validate a training on: the closed form
+            self.best_iter_ = self.n_iter_ = 0
         else:
             validated, self.validation_scores_, self.best_iter_, self.n_iter_ = self._validate(
                 X, y_encoded, W, folds, run

@@ -450,6 +450,7 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
     X_train, y_train, X_test, _, text, W = data
     spy = Spy(monkeypatch)
     clf = fitted(data, train=True, max_iter=60, validation_interval=25, warmup_iter=0,
+                 n_iter_no_change=None,
                  learning_rate=1e-2, search="cv", n_search_trials=20, random_state=0)
     everything = {tuple(r) for r in X_train}
     first, second = spy.rows[:2]
@@ -532,3 +533,15 @@ def test_image_logit_scale_auto_calibrates_the_zero_shot_scores(data):
     expected = calibrated_logit_scale(normalize(X_train) @ normalize(text).T, y_train)
     assert clf.image_logit_scale_ == pytest.approx(expected, rel=1e-9)
     assert fitted(data, train=True, max_iter=1, image_logit_scale=7.0).image_logit_scale_ == 7.0
+
+
+def test_one_shot_per_class_gives_the_closed_form(data):
+    X_train, y_train = data[0], data[1]
+    one = np.r_[[np.flatnonzero(y_train == c)[0] for c in range(5)]]
+    params = dict(text_features=data[4], text_projection=data[5], text_encoder=None,
+                  search="cv", n_search_trials=20, random_state=0)
+    trained = SeMoBridgeClassifier(train=True, **params).fit(X_train[one], y_train[one])
+    assert trained.best_iter_ == 0 and trained.n_iter_ == 0
+    closed = SeMoBridgeClassifier(**params).fit(X_train[one], y_train[one])
+    np.testing.assert_array_equal(trained.decision_function(data[2]),
+                                  closed.decision_function(data[2]))
