@@ -4,6 +4,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from sklearn.base import TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -44,6 +45,8 @@ SEARCH_SPACE = {
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
 WARMUP_START_LR = 1e-5
+#: Interval searched for ``probability_scale_``.
+PROBABILITY_SCALE_BOUNDS = (1e-3, 1e4)
 
 _non_negative = [Interval(Real, 0, None, closed="left")]
 
@@ -212,6 +215,12 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         and the last step run) with ``early_stopping``; None otherwise.
     image_logit_scale_ : float or None
         The ``img`` loss temperature used; None without training.
+    probability_scale_ : float
+        Temperature of :meth:`predict_proba`, ``softmax(probability_scale_ * logits)``:
+        the one that minimises the log-loss of the chosen blend on the held-out scores
+        the blend is searched on (leave-one-out, or the validation folds'). The blend's
+        logits are sums of kernels in [0, 1], far too flat as they are (their plain
+        softmax is close to uniform); predictions do not depend on it.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -261,7 +270,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     the ensembling; ``txte`` only uses its direction.
 
     Binary problems: :meth:`decision_function` returns ``logit_1 - logit_0``, as
-    scikit-learn asks; :meth:`predict_proba` is the softmax of the two logits.
+    scikit-learn asks; :meth:`predict_proba` is the softmax of the two scaled logits.
 
     References
     ----------
@@ -429,25 +438,28 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self.bridged_prototypes_, self.image_prototypes_ = bridge_prototypes(
             X, tokens, W, y_encoded, n_classes
         )
+        if validated is None:  # leave-one-out on the shots, as the bridge saw them
+            f_hat_shots = tokens @ W
+            f_hat = f_hat_shots if bias is None else bridge(X, W_pinv, W)
+            z = loo_score_matrices(
+                X, f_hat, f_hat_shots, y_encoded, n_classes,
+                T if self.prototype_source_ == "text" else None,
+            )
+            validated = [(z, self.image_prototypes_, T, y_encoded)]
+
+        def logits_of(smoothness, **weights):
+            return np.concatenate([
+                semobridge_logits(*z, class_weights(F_bar, T_fold, smoothness), **weights)
+                for z, F_bar, T_fold, _ in validated
+            ])
+
+        y_validated = np.concatenate([part[3] for part in validated])
         self.search_score_ = None
         if candidates is not None:
-            if validated is None:  # leave-one-out on the shots, as the bridge saw them
-                f_hat_shots = tokens @ W
-                f_hat = f_hat_shots if bias is None else bridge(X, W_pinv, W)
-                z = loo_score_matrices(
-                    X, f_hat, f_hat_shots, y_encoded, n_classes,
-                    T if self.prototype_source_ == "text" else None,
-                )
-                validated = [(z, self.image_prototypes_, T, y_encoded)]
-
-            def logits_of(smoothness, **weights):
-                return np.concatenate([
-                    semobridge_logits(*z, class_weights(F_bar, T_fold, smoothness), **weights)
-                    for z, F_bar, T_fold, _ in validated
-                ])
-
-            y_validated = np.concatenate([part[3] for part in validated])
             blend, self.search_score_ = best_candidate(logits_of, candidates, y_validated)
+        self.probability_scale_ = calibrated_logit_scale(
+            logits_of(**blend), y_validated, bounds=PROBABILITY_SCALE_BOUNDS
+        )
         for name, value in blend.items():
             setattr(self, f"{name}_", value)
         self.class_weights_ = class_weights(self.image_prototypes_, T, self.smoothness_)
@@ -599,6 +611,35 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             self.alpha_, self.beta_, self.gamma_,
             self.lambda1_, self.lambda2_, self.lambda3_,
         )
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of ``probability_scale_`` times the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image embeddings.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image embeddings.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._validated_logits(X)  # checks fitted before the scale is read
+        return log_softmax(self.probability_scale_ * logits, axis=1)
 
     def transform(self, X):
         """Bridge image embeddings into the text modality: ``normalize(f_hat(X))``.

@@ -545,3 +545,37 @@ def test_one_shot_per_class_gives_the_closed_form(data):
     closed = SeMoBridgeClassifier(**params).fit(X_train[one], y_train[one])
     np.testing.assert_array_equal(trained.decision_function(data[2]),
                                   closed.decision_function(data[2]))
+
+
+def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
+    from scipy.special import softmax
+
+    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, **BLEND)
+    logits = clf.decision_function(X_test)
+    np.testing.assert_allclose(clf.predict_proba(X_test),
+                               softmax(clf.probability_scale_ * logits, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(clf.predict_log_proba(X_test),
+                               np.log(clf.predict_proba(X_test)), rtol=1e-10)
+    # the scale calibrates the leave-one-out logits of the shots: each shot's own class
+    # prototypes rebuilt without it (the class weights w_c from all shots, as in the search)
+    W_pinv, p = explicit_pinv(W, 0.3), BLEND
+    F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in range(5)]))
+    p_c = np.exp(F_bar @ normalize(text).T)
+    p_c /= p_c.sum(1, keepdims=True)
+    w = np.exp(p["smoothness"] * np.log2((1 + 1e-6) / (np.diag(p_c) + 1e-6)))
+    loo = notes_logits(X_train, y_train, text, W, X_train, BLEND)
+    for i, c in enumerate(y_train):
+        others = (y_train == c) & (np.arange(len(y_train)) != i)
+        F_hat_c = normalize((normalize(X_train[others] @ W_pinv) @ W).mean(0))
+        F_bar_c = normalize(X_train[others].mean(0))
+        q = normalize(X_train[i])
+        z1, z2 = q @ normalize(text[c]), q @ F_hat_c
+        z3 = normalize(normalize(X_train[i] @ W_pinv) @ W) @ F_bar_c
+        loo[i, c] = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w[c] * (
+            p["lambda2"] * np.exp(-p["beta"] * (1 - z2))
+            + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
+    expected = calibrated_logit_scale(np.array(loo), y_train, bounds=(1e-3, 1e4))
+    assert clf.probability_scale_ == pytest.approx(expected, rel=1e-4)

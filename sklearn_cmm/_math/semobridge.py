@@ -397,14 +397,15 @@ def calibrated_logit_scale(scores, y_encoded, bounds=(1.0, 1000.0)):
 
     For SeMoBridge-T's image loss, whose scale is the CLIP model's own logit scale (the
     authors' ``exp(logit_scale)``, 100 for OpenAI's models) and which features alone do not
-    carry: the scale that calibrates the zero-shot cosines on the shots estimates it. The
-    mean cross-entropy is convex in ``s``, so the bounded scalar minimum is the global one
-    within ``bounds``.
+    carry: the scale that calibrates the zero-shot cosines on the shots estimates it. And
+    for SeMoBridge's probabilities: the temperature of its blended logits on held-out
+    shots. The mean cross-entropy is convex in ``s`` (and unimodal in ``log s``), so the
+    bounded scalar minimum is the global one within ``bounds``.
 
     Parameters
     ----------
     scores : ndarray of shape (n_samples, n_classes)
-        Cosine scores (e.g. the zero-shot ``z1`` of the shots).
+        Scores to scale (e.g. the zero-shot cosines ``z1`` of the shots).
     y_encoded : ndarray of shape (n_samples,)
         True class of each row.
     bounds : (float, float), default=(1.0, 1000.0)
@@ -419,8 +420,12 @@ def calibrated_logit_scale(scores, y_encoded, bounds=(1.0, 1000.0)):
     def loss(scale):
         return -np.mean(log_softmax(scale * scores, axis=1)[rows, y_encoded])
 
-    result = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-4})
-    return float(result.x)
+    # searched over log(scale): the bounds may span orders of magnitude
+    result = minimize_scalar(
+        lambda log_scale: loss(np.exp(log_scale)), bounds=np.log(bounds), method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(result.x))
 
 
 def validation_folds(y_encoded, n_classes, rng):
