@@ -130,8 +130,9 @@ def summarize(rows):
         mine = [r for r in rows if (r["variant"], r["shots"]) == key]
         entry = {"n_seeds": len(mine)}
         for metric in ["val_top1", "test_top1", "test_log_loss", "fit_s", "fit_cpu_s"]:
-            values = np.array([r[metric] for r in mine])
-            entry[metric] = [float(values.mean()), float(values.std())]
+            values = [r.get(metric) for r in mine]
+            entry[metric] = (None if None in values
+                             else [float(np.mean(values)), float(np.std(values))])
         iters = [r["best_iter_"] for r in mine if r["best_iter_"] is not None]
         entry["best_iter"] = iters or None
         summary.setdefault(key[0], {})[key[1]] = entry
@@ -142,7 +143,8 @@ def format_table(testbed, summary):
     shots_list = sorted({s for per in summary.values() for s in per})
     header = f"{'variant':<20}" + "".join(f"{str(s) + '-shot':>17}" for s in shots_list)
     lines = [f"{testbed}: test top-1 % (mean ± std over seeds) [validation top-1 %]; "
-             "log-loss at the largest shot count", header, "-" * len(header)]
+             "test log-loss and fit CPU seconds at the largest shot count", header,
+             "-" * len(header)]
     order = [v for v in VARIANTS if v in summary]
     for variant in order:
         cells = ""
@@ -152,8 +154,9 @@ def format_table(testbed, summary):
                       f"{100 * e['test_top1'][0]:>7.2f}±{100 * e['test_top1'][1]:<4.2f}"
                       f"[{100 * e['val_top1'][0]:.1f}]")
         top = summary[variant][max(summary[variant])]
-        lines.append(f"{variant:<20}{cells}  ll {top['test_log_loss'][0]:.3f}"
-                     f"  fit {top['fit_cpu_s'][0]:.1f} cpu-s")
+        loss = "-" if top["test_log_loss"] is None else f"{top['test_log_loss'][0]:.3f}"
+        cpu = "-" if top["fit_cpu_s"] is None else f"{top['fit_cpu_s'][0]:.1f}"
+        lines.append(f"{variant:<20}{cells}  ll {loss:>5}  fit {cpu} cpu-s")
     return "\n".join(lines)
 
 
