@@ -354,8 +354,12 @@ def test_training_lowers_the_loss_without_bias(data):
 
 def test_fits_are_deterministic_and_pickle(data):
     X_test = data[2]
-    params = dict(train=True, early_stopping=False, max_iter=10, search="cv", n_search_trials=20, random_state=3,
-                  n_shots=3)
+    validated = dict(train=True, max_iter=20, validation_interval=5, learning_rate=1e-2,
+                     search="cv", n_search_trials=20, random_state=3, n_shots=3)
+    first, second = fitted(data, **validated), fitted(data, **validated)
+    np.testing.assert_array_equal(first.decision_function(X_test),
+                                  second.decision_function(X_test))
+    params = dict(validated, early_stopping=False, max_iter=10)
     first, second = fitted(data, **params), fitted(data, **params)
     np.testing.assert_array_equal(first.decision_function(X_test),
                                   second.decision_function(X_test))
