@@ -244,8 +244,11 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     temperature, hence close to uniform: ``D_c`` is about ``log2(n_classes)`` and the class
     weights also scale both image terms against the zero-shot term by about
     ``exp(smoothness * log2(n_classes))`` (some 27 for ``smoothness=0.5`` and 100
-    classes), so a large default would depend on the number of classes. The training
-    settings are the authors'. Use ``search="cv"`` to tune the blend on the shots; with
+    classes), so a large default would depend on the number of classes. The losses,
+    optimiser, learning rate and warm-up are the authors'; the checkpoint is chosen on
+    validation folds of the shots as the authors choose it on a validation split, within
+    ``max_iter=1000`` steps instead of their 5000 (the user guide has the evidence for
+    each of these defaults). Use ``search="cv"`` to tune the blend on the shots; with
     one shot per class, leaving a shot out empties its class's few-shot prototypes, so the
     search can only learn to trust the zero-shot term.
 
