@@ -4,9 +4,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from sklearn.base import TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
+from tqdm.auto import tqdm
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
@@ -14,15 +16,19 @@ from ._math.search import best_candidate, random_candidates
 from ._math.semobridge import (
     bridge,
     bridge_prototypes,
+    calibrated_logit_scale,
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
     pseudo_tokens,
+    relative_cutoff,
     score_matrices,
     semobridge_logits,
     semobridge_t_loss,
+    validation_folds,
+    warmup_learning_rate,
 )
-from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, minimize_full_batch, resolve_device
+from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, resolve_device
 from .text import CLIP_IMAGENET_TEMPLATES
 
 #: The blend's hyper-parameters and the intervals ``search="cv"`` draws them from (the
@@ -39,6 +45,8 @@ SEARCH_SPACE = {
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
 WARMUP_START_LR = 1e-5
+#: Interval searched for ``probability_scale_``.
+PROBABILITY_SCALE_BOUNDS = (1e-3, 1e4)
 
 _non_negative = [Interval(Real, 0, None, closed="left")]
 
@@ -74,6 +82,9 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         Singular values of ``text_projection`` not above it are treated as zero in its
         pseudo-inverse (the paper's 0.3; the bridge's only regularisation). Unused
         without a projection (``bridge_="identity"``).
+    pinv_cutoff_relative : bool, default=False
+        Read ``pinv_cutoff`` as a fraction of the largest singular value of
+        ``text_projection`` instead of an absolute threshold.
     alpha : float, default=1.0
         Sharpness of the zero-shot term ``exp(-alpha (1 - z1))``.
     beta : float, default=1.0
@@ -92,8 +103,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         authors' search space (``smoothness`` in [0, 1.5], ``alpha``, ``beta``, ``gamma`` in
         [0, 10], lambdas in [0, 1]). The score matrices are computed once, so a trial
         costs three exponentials of an ``(n_shots_total, n_classes)`` matrix. No test data
-        is used (the authors tune on the test set for ImageNet). With ``train=True`` the
-        search runs after training, on the trained bridge.
+        is used (the authors tune on the test set for ImageNet). With ``train=True`` and
+        ``early_stopping`` the search scores the validation folds' shots with the bridges
+        trained without them (see ``early_stopping``); when the chosen checkpoint is step 0
+        (no training) it is the closed form's leave-one-out search.
     n_search_trials : int, default=500
         Candidates tried by ``search="cv"``.
     train : bool, default=False
@@ -106,19 +119,48 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         without bias.
     class_bias : bool, default=True
         Train the class-specific bias (only with ``train=True``).
-    max_iter : int, default=5000
-        Training steps, one full batch each (the authors' 5000 epochs). A step costs a
-        few products of the ``(n_shots_total, n_features)`` shots with a
-        ``(n_features, width)`` matrix: seconds for all 5000 on a GPU, but about 0.16 s a
+    max_iter : int, default=1000
+        Training steps, one full batch each (the authors train 5000 epochs); with
+        ``early_stopping`` the most steps a checkpoint may have. A step costs a few
+        products of the ``(n_shots_total, n_features)`` shots with a
+        ``(n_features, width)`` matrix: seconds for all 5000 on a GPU, but about 0.13 s a
         step on one CPU core for 1,600 shots of dimension 512.
     learning_rate : float, default=1.5e-4
         AdamW's learning rate after the warm-up.
     weight_decay : float, default=0.01
         AdamW's weight decay.
     warmup_iter : int, default=500
-        Steps of the linear warm-up of the learning rate from 1e-5.
+        Steps of the authors' linear warm-up: 1e-5 at step 0, then
+        ``learning_rate * step / warmup_iter`` (see
+        :func:`~sklearn_cmm._math.semobridge.warmup_learning_rate`).
+    early_stopping : bool, default=True
+        Choose the number of training steps (the checkpoint) on validation shots, as the
+        authors keep the epoch of best validation accuracy. The shots of each class with
+        at least two are dealt into two folds; two bridges are trained in lockstep, each
+        on the other fold (and every single-shot class), and every
+        ``validation_interval`` steps the held-out shots are classified at the given
+        blend (the authors' rule). The step of the best pooled accuracy (the earliest
+        among equals; step 0 is the closed form) is ``best_iter_``; the bridge is then
+        trained on all shots for ``best_iter_`` steps, and ``search="cv"`` searches the
+        blend on the two folds' held-out scores at that checkpoint. Without a class of two
+        shots there is nothing to validate a training on and the fit is the closed form
+        (``best_iter_ = 0``; training blindly lost accuracy on every test bed, see the
+        user guide). False trains ``max_iter`` steps on all shots (and ``search="cv"`` is
+        then leave-one-out on shots the bridge was trained on, which is optimistic).
+    validation_interval : int, default=50
+        Steps between two checkpoints of ``early_stopping`` (the last step is one too).
+    n_iter_no_change : int or None, default=5
+        Stop the validation training after this many checkpoints without a better
+        accuracy (the budget follows the problem: where training does not help, it stops
+        after ``n_iter_no_change * validation_interval`` steps); None runs ``max_iter``.
+    image_logit_scale : "auto" or float, default="auto"
+        Temperature of the ``img`` loss: the authors use the CLIP model's own
+        ``exp(logit_scale)`` (100 for OpenAI's models), which the features do not carry.
+        ``"auto"`` estimates it as the temperature that calibrates the zero-shot cosines
+        on the shots (:func:`~sklearn_cmm._math.semobridge.calibrated_logit_scale`).
     image_loss_weight : float, default=0.5
-        Weight of the ``img`` loss (cross-entropy of ``100 cos(f, F_hat_c)``).
+        Weight of the ``img`` loss (cross-entropy of
+        ``image_logit_scale * cos(f, F_hat_c)``).
     text_loss_weight : float, default=0.5
         Weight of the mean of the ``txtp`` (``cos(F_hat_c, T_j)``) and ``txte`` (bridged
         tokens vs pre-projection text) losses.
@@ -158,12 +200,27 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     alpha_, beta_, gamma_, lambda1_, lambda2_, lambda3_, smoothness_ : float
         The blend used: the parameters, or the search's choice.
     search_score_ : float or None
-        Leave-one-out accuracy of the chosen blend on the shots (``search="cv"``).
-    loss_curve_ : ndarray of shape (max_iter,) or None
-        SeMoBridge-T's loss before each step; None without training.
+        Accuracy of the chosen blend on the shots it was searched on (``search="cv"``).
+    loss_curve_ : ndarray of shape (best_iter_,) or None
+        SeMoBridge-T's loss before each step of the final training; None without one.
     n_iter_ : int
-        Training steps run (``max_iter``); 1 for the closed form, which is one solve
-        (scikit-learn wants ``n_iter_ >= 1`` from every estimator with ``max_iter``).
+        Training steps run: those of the validation training with ``early_stopping``
+        (0 when nothing could be validated), else ``max_iter``; 1 for the closed form
+        (``train=False``), which is one solve (scikit-learn wants ``n_iter_ >= 1`` from
+        every estimator with ``max_iter``).
+    best_iter_ : int or None
+        Steps of the final bridge's training (0: the closed form); None without training.
+    validation_scores_ : ndarray of shape (n_checkpoints,) or None
+        Pooled held-out accuracy at each checkpoint (steps 0, ``validation_interval``, ...
+        and the last step run) with ``early_stopping``; None otherwise.
+    image_logit_scale_ : float or None
+        The ``img`` loss temperature used; None without training.
+    probability_scale_ : float
+        Temperature of :meth:`predict_proba`, ``softmax(probability_scale_ * logits)``:
+        the one that minimises the log-loss of the chosen blend on the held-out scores
+        the blend is searched on (leave-one-out, or the validation folds'). The blend's
+        logits are sums of kernels in [0, 1], far too flat as they are (their plain
+        softmax is close to uniform); predictions do not depend on it.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -187,8 +244,11 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     temperature, hence close to uniform: ``D_c`` is about ``log2(n_classes)`` and the class
     weights also scale both image terms against the zero-shot term by about
     ``exp(smoothness * log2(n_classes))`` (some 27 for ``smoothness=0.5`` and 100
-    classes), so a large default would depend on the number of classes. The training
-    settings are the authors'. Use ``search="cv"`` to tune the blend on the shots; with
+    classes), so a large default would depend on the number of classes. The losses,
+    optimiser, learning rate and warm-up are the authors'; the checkpoint is chosen on
+    validation folds of the shots as the authors choose it on a validation split, within
+    ``max_iter=1000`` steps instead of their 5000 (the user guide has the evidence for
+    each of these defaults). Use ``search="cv"`` to tune the blend on the shots; with
     one shot per class, leaving a shot out empties its class's few-shot prototypes, so the
     search can only learn to trust the zero-shot term.
 
@@ -213,7 +273,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
     the ensembling; ``txte`` only uses its direction.
 
     Binary problems: :meth:`decision_function` returns ``logit_1 - logit_0``, as
-    scikit-learn asks; :meth:`predict_proba` is the softmax of the two logits.
+    scikit-learn asks; :meth:`predict_proba` is the softmax of the two scaled logits.
 
     References
     ----------
@@ -240,6 +300,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         **FewShotClassifierBase._parameter_constraints,
         "text_projection": ["array-like", None],
         "pinv_cutoff": _non_negative,
+        "pinv_cutoff_relative": ["boolean"],
         "alpha": _non_negative,
         "beta": _non_negative,
         "gamma": _non_negative,
@@ -255,6 +316,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": _non_negative,
         "warmup_iter": [Interval(Integral, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        "image_logit_scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "image_loss_weight": _non_negative,
         "text_loss_weight": _non_negative,
         "consistency_loss_weight": _non_negative,
@@ -273,6 +338,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         text_encoder="clip",
         text_projection=None,
         pinv_cutoff=0.3,
+        pinv_cutoff_relative=False,
         alpha=1.0,
         beta=1.0,
         gamma=1.0,
@@ -284,10 +350,14 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         n_search_trials=500,
         train=False,
         class_bias=True,
-        max_iter=5000,
+        max_iter=1000,
         learning_rate=1.5e-4,
         weight_decay=0.01,
         warmup_iter=500,
+        early_stopping=True,
+        validation_interval=50,
+        n_iter_no_change=5,
+        image_logit_scale="auto",
         image_loss_weight=0.5,
         text_loss_weight=0.5,
         consistency_loss_weight=0.1,
@@ -308,6 +378,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         )
         self.text_projection = text_projection
         self.pinv_cutoff = pinv_cutoff
+        self.pinv_cutoff_relative = pinv_cutoff_relative
         self.alpha = alpha
         self.beta = beta
         self.gamma = gamma
@@ -323,6 +394,10 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_iter = warmup_iter
+        self.early_stopping = early_stopping
+        self.validation_interval = validation_interval
+        self.n_iter_no_change = n_iter_no_change
+        self.image_logit_scale = image_logit_scale
         self.image_loss_weight = image_loss_weight
         self.text_loss_weight = text_loss_weight
         self.consistency_loss_weight = consistency_loss_weight
@@ -342,17 +417,25 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         if self.bridge_ == "identity":
             W_pinv = W
         else:
-            W_pinv = pinv_with_cutoff(W, self.pinv_cutoff)
+            cutoff = self.pinv_cutoff
+            if self.pinv_cutoff_relative:
+                cutoff = relative_cutoff(W, cutoff)
+            W_pinv = pinv_with_cutoff(W, cutoff)
             if not W_pinv.any():
                 raise ValueError(
                     f"pinv_cutoff={self.pinv_cutoff} is not below any singular value of "
                     f"text_projection (largest: {np.linalg.norm(W, 2):.3g}): the bridge "
                     "would map every image to zero."
                 )
-        bias, self.loss_curve_, self.n_iter_ = None, None, 1
+        blend = {name: getattr(self, name) for name in SEARCH_SPACE}
+        candidates = None
+        if self.search == "cv":
+            candidates = random_candidates(SEARCH_SPACE, blend, self.n_search_trials, rng)
+        bias, self.loss_curve_, self.n_iter_, self.best_iter_ = None, None, 1, None
+        self.validation_scores_, self.image_logit_scale_ = None, None
+        validated = None  # out-of-fold score matrices of the chosen checkpoint
         if self.train:
-            W_pinv, bias, self.loss_curve_ = self._train(X, y_encoded, W, W_pinv, T, class_text)
-            self.n_iter_ = len(self.loss_curve_)
+            W_pinv, bias, validated = self._train(X, y_encoded, W, W_pinv, T, class_text, rng)
         self.text_projection_, self.projection_pinv_, self.class_bias_ = W, W_pinv, bias
         self.text_prototypes_ = T
 
@@ -360,22 +443,28 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self.bridged_prototypes_, self.image_prototypes_ = bridge_prototypes(
             X, tokens, W, y_encoded, n_classes
         )
-        blend = {name: getattr(self, name) for name in SEARCH_SPACE}
-        self.search_score_ = None
-        if self.search == "cv":
+        if validated is None:  # leave-one-out on the shots, as the bridge saw them
             f_hat_shots = tokens @ W
             f_hat = f_hat_shots if bias is None else bridge(X, W_pinv, W)
-            z1, z2, z3 = loo_score_matrices(
+            z = loo_score_matrices(
                 X, f_hat, f_hat_shots, y_encoded, n_classes,
                 T if self.prototype_source_ == "text" else None,
             )
+            validated = [(z, self.image_prototypes_, T, y_encoded)]
 
-            def logits_of(smoothness, **weights):
-                w = class_weights(self.image_prototypes_, T, smoothness)
-                return semobridge_logits(z1, z2, z3, w, **weights)
+        def logits_of(smoothness, **weights):
+            return np.concatenate([
+                semobridge_logits(*z, class_weights(F_bar, T_fold, smoothness), **weights)
+                for z, F_bar, T_fold, _ in validated
+            ])
 
-            candidates = random_candidates(SEARCH_SPACE, blend, self.n_search_trials, rng)
-            blend, self.search_score_ = best_candidate(logits_of, candidates, y_encoded)
+        y_validated = np.concatenate([part[3] for part in validated])
+        self.search_score_ = None
+        if candidates is not None:
+            blend, self.search_score_ = best_candidate(logits_of, candidates, y_validated)
+        self.probability_scale_ = calibrated_logit_scale(
+            logits_of(**blend), y_validated, bounds=PROBABILITY_SCALE_BOUNDS
+        )
         for name, value in blend.items():
             setattr(self, f"{name}_", value)
         self.class_weights_ = class_weights(self.image_prototypes_, T, self.smoothness_)
@@ -405,48 +494,114 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             )
         return W, "pinv"
 
-    def _train(self, X, y_encoded, W, W_pinv, T, class_text):
-        """SeMoBridge-T: train ``W_pinv`` (and the class bias); arrays in, arrays out."""
-        device = resolve_device(self.device)
+    def _train(self, X, y_encoded, W, W_pinv, T, class_text, rng):
+        """SeMoBridge-T: choose the number of steps on validation folds, then train.
+
+        Returns the trained ``W_pinv`` and bias, and the out-of-fold score matrices of the
+        chosen checkpoint for the blend search (None: search by leave-one-out).
+        """
+        n_classes = len(self.classes_)
         if class_text is not None and class_text.pre_projection is not None:
             text_pre = class_text.pre_projection
         else:  # the preimage of each prototype under W (see Notes)
             text_pre = T @ np.linalg.pinv(W)
-        n_classes = len(self.classes_)
-        # Nothing in the training is random: full batch, deterministic initialisation.
-        pinv = as_tensor(W_pinv, device).clone().requires_grad_()
-        params = [pinv]
-        bias = None
-        if self.class_bias:
-            bias = torch.zeros(
-                (n_classes, W.shape[0]), dtype=TRAIN_DTYPE, device=device, requires_grad=True
+        scale = self.image_logit_scale
+        if scale == "auto":
+            scale = calibrated_logit_scale(l2_normalize(X) @ T.T, y_encoded)
+        self.image_logit_scale_ = float(scale)
+        device = resolve_device(self.device)
+
+        def run(rows):
+            fold_T = T
+            if self.prototype_source_ == "image_means":  # the image means of its own rows
+                fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
+            return _BridgeTraining(
+                X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, device
             )
-            params.append(bias)
-        f, W_t, T_t, text_pre_t = (as_tensor(a, device) for a in (X, W, T, text_pre))
-        y = torch.as_tensor(y_encoded, dtype=torch.long, device=device)
 
-        def loss_fn():
-            return semobridge_t_loss(
-                f, y, pinv, W_t, bias, T_t, text_pre_t,
-                n_classes=n_classes,
-                image_weight=self.image_loss_weight,
-                text_weight=self.text_loss_weight,
-                consistency_weight=self.consistency_loss_weight,
-                bias_norm_weight=self.bias_norm_loss_weight,
-            )[0]
+        folds = validation_folds(y_encoded, n_classes, rng) if self.early_stopping else None
+        validated = None
+        if folds is None:
+            self.best_iter_ = self.n_iter_ = self.max_iter
+        elif (folds < 0).all():  # nothing to validate a training on: the closed form
+            self.best_iter_ = self.n_iter_ = 0
+        else:
+            validated, self.validation_scores_, self.best_iter_, self.n_iter_ = self._validate(
+                X, y_encoded, W, folds, run
+            )
+        if self.best_iter_ == 0:  # the closed form won: leave-one-out is honest for it
+            return W_pinv, None, None
+        final = run(np.arange(len(y_encoded)))
+        self._run_steps([final], self.best_iter_)
+        self.loss_curve_ = as_numpy(torch.stack(final.losses))
+        return (*final.parameters(), validated)
 
-        losses = minimize_full_batch(
-            params,
-            loss_fn,
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_iter=self.warmup_iter,
-            warmup_start_lr=WARMUP_START_LR,
-            verbose=self.verbose,
-            desc="SeMoBridge-T",
+    def _validate(self, X, y_encoded, W, folds, run):
+        """Train on each fold's complement in lockstep; score the held-out fold.
+
+        Returns the out-of-fold score matrices at the best checkpoint, the validation
+        accuracy of every checkpoint, the best checkpoint's step (the first among equals)
+        and the steps run.
+        """
+        held_out = [np.flatnonzero(folds == k) for k in (0, 1)]
+        runs = [run(np.flatnonzero(folds != k)) for k in (0, 1)]
+        blend = {name: getattr(self, name) for name in SEARCH_SPACE}
+        scores, steps, best = [], [], None
+
+        def checkpoint(step):
+            parts = []
+            for training, rows in zip(runs, held_out):
+                W_pinv, bias = training.parameters()
+                tokens = pseudo_tokens(
+                    training.X, W_pinv, None if bias is None else bias[training.y]
+                )
+                F_hat, F_bar = bridge_prototypes(
+                    training.X, tokens, W, training.y, len(self.classes_)
+                )
+                z = score_matrices(X[rows], bridge(X[rows], W_pinv, W), training.T, F_hat,
+                                   F_bar)
+                parts.append((z, F_bar, training.T, y_encoded[rows]))
+            weights = {k: v for k, v in blend.items() if k != "smoothness"}
+            correct = sum(
+                np.sum(np.argmax(semobridge_logits(
+                    *z, class_weights(F_bar, fold_T, blend["smoothness"]), **weights
+                ), axis=1) == y)
+                for z, F_bar, fold_T, y in parts
+            )
+            scores.append(correct / sum(len(rows) for rows in held_out))
+            steps.append(step)
+            nonlocal best
+            if scores[-1] > max(scores[:-1], default=-1):
+                best = parts
+            stale = len(scores) - 1 - int(np.argmax(scores))
+            return self.n_iter_no_change is not None and stale >= self.n_iter_no_change
+
+        n_run = self._run_steps(runs, self.max_iter, checkpoint)
+        return best, np.array(scores), steps[int(np.argmax(scores))], n_run
+
+    def _run_steps(self, runs, n_steps, checkpoint=None):
+        """Step every run ``n_steps`` times on the warm-up schedule.
+
+        ``checkpoint(step)`` is called every ``validation_interval`` steps from step 0 and
+        after the last step (the parameters then have had ``step`` updates); it stops the
+        training by returning True. Returns the number of steps run.
+        """
+        optimizer = torch.optim.AdamW(
+            [tensor for training in runs for tensor in training.tensors],
+            lr=self.learning_rate, weight_decay=self.weight_decay,
         )
-        return as_numpy(pinv), None if bias is None else as_numpy(bias), losses
+        for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not self.verbose,
+                         leave=False):
+            at_checkpoint = step % self.validation_interval == 0 or step == n_steps
+            if checkpoint is not None and at_checkpoint:
+                if checkpoint(step):
+                    return step
+            if step == n_steps:
+                return step
+            lr = warmup_learning_rate(
+                step, self.learning_rate, self.warmup_iter, WARMUP_START_LR
+            )
+            _lockstep(optimizer, runs, lr)
 
     def _bridge(self, X):
         return bridge(X, self.projection_pinv_, self.text_projection_)
@@ -461,6 +616,35 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             self.alpha_, self.beta_, self.gamma_,
             self.lambda1_, self.lambda2_, self.lambda3_,
         )
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of ``probability_scale_`` times the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image embeddings.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image embeddings.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._validated_logits(X)  # checks fitted before the scale is read
+        return log_softmax(self.probability_scale_ * logits, axis=1)
 
     def transform(self, X):
         """Bridge image embeddings into the text modality: ``normalize(f_hat(X))``.
@@ -479,3 +663,61 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             Unit bridged embeddings.
         """
         return l2_normalize(self._bridge(self._validated_features(X)))
+
+
+class _BridgeTraining:
+    """One SeMoBridge-T optimisation: the trained tensors, their optimiser and losses."""
+
+    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, device):
+        self.X, self.y, self.T = X, y_encoded, T
+        n_classes = len(params.classes_)
+        # Nothing in the training is random: full batch, deterministic initialisation.
+        self.pinv = as_tensor(W_pinv, device).clone().requires_grad_()
+        self.bias = None
+        self.tensors = [self.pinv]
+        if params.class_bias:
+            self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
+                                    device=device, requires_grad=True)
+            self.tensors.append(self.bias)
+        self.f, self.W, self.T_t, self.text_pre = (
+            as_tensor(a, device) for a in (X, W, T, text_pre)
+        )
+        self.y_t = torch.as_tensor(y_encoded, dtype=torch.long, device=device)
+        self.options = dict(
+            n_classes=n_classes,
+            image_weight=params.image_loss_weight,
+            text_weight=params.text_loss_weight,
+            consistency_weight=params.consistency_loss_weight,
+            bias_norm_weight=params.bias_norm_loss_weight,
+            image_logit_scale=params.image_logit_scale_,
+        )
+        # Losses stay on the device until the end: one synchronisation, not one a step.
+        self.losses = []
+
+    def loss(self):
+        """The full-batch loss at the current parameters."""
+        return semobridge_t_loss(
+            self.f, self.y_t, self.pinv, self.W, self.bias, self.T_t, self.text_pre,
+            **self.options,
+        )[0]
+
+    def parameters(self):
+        """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
+        return as_numpy(self.pinv), None if self.bias is None else as_numpy(self.bias)
+
+
+def _lockstep(optimizer, runs, lr):
+    """One full-batch AdamW step of every run, at learning rate ``lr``.
+
+    The runs share no tensor, so one backward pass through the sum of their losses gives
+    each its own gradient, and AdamW, elementwise, updates each as if it were alone: two
+    validation trainings cost one pass of Python and autograd overhead.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    losses = [training.loss() for training in runs]
+    sum(losses).backward()
+    optimizer.step()
+    for training, loss in zip(runs, losses):
+        training.losses.append(loss.detach())

@@ -9,13 +9,17 @@ import torch
 from sklearn_cmm._math.semobridge import (
     bridge,
     bridge_prototypes,
+    calibrated_logit_scale,
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
     pseudo_tokens,
+    relative_cutoff,
     score_matrices,
     semobridge_logits,
     semobridge_t_loss,
+    validation_folds,
+    warmup_learning_rate,
 )
 
 
@@ -252,3 +256,68 @@ def test_semobridge_t_loss_is_differentiable_at_zero_bias(problem):
     total.backward()
     assert torch.isfinite(W_pinv.grad).all() and torch.isfinite(bias.grad).all()
     assert bias.grad.abs().sum() > 0
+
+
+def test_pinv_cutoff_is_strict_at_the_threshold():
+    W = np.diag([2.0, 1.0, 0.5, 0.25])
+    assert np.linalg.matrix_rank(pinv_with_cutoff(W, 0.5)) == 2  # 0.5 itself is dropped
+    assert np.linalg.matrix_rank(pinv_with_cutoff(W, np.nextafter(0.5, 0))) == 3
+    assert relative_cutoff(W, 0.25) == pytest.approx(0.5, rel=1e-15)
+    assert np.linalg.matrix_rank(pinv_with_cutoff(W, relative_cutoff(W, 0.2499))) == 3
+
+
+def test_relative_cutoff_is_a_fraction_of_the_largest_singular_value(problem):
+    _, W, *_ = problem
+    assert relative_cutoff(W, 0.1) == pytest.approx(0.1 * 2.5, rel=1e-12)
+
+
+def dassl_linear_warmup(step, base_lr, warmup_epoch, min_lr):
+    """Dassl's LinearWarmupScheduler.get_lr with last_epoch = step, then a constant rate."""
+    if step >= warmup_epoch:
+        return base_lr
+    if step == 0:
+        return min_lr
+    return base_lr * step / warmup_epoch
+
+
+def test_warmup_learning_rate_is_dassls():
+    got = [warmup_learning_rate(t, 1e-2, 4, 1e-5) for t in range(7)]
+    assert got == [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 1e-2]
+    for t in range(600):
+        assert warmup_learning_rate(t, 1.5e-4, 500, 1e-5) == dassl_linear_warmup(
+            t, 1.5e-4, 500, 1e-5
+        )
+    assert [warmup_learning_rate(t, 0.1, 0, 1e-5) for t in range(3)] == [0.1, 0.1, 0.1]
+
+
+def test_calibrated_logit_scale_minimises_the_cross_entropy():
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 5, 200)
+    scores = 0.2 * rng.randn(200, 5)
+    scores[np.arange(200), y] += 0.15
+    grid = np.linspace(1, 100, 9901)
+
+    def loss(s):
+        return np.mean([-log_softmax_at(list(s * scores[i]), y[i]) for i in range(len(y))])
+
+    losses = [loss(s) for s in grid[::100]]
+    coarse = grid[::100][int(np.argmin(losses))]
+    fine = [s for s in grid if abs(s - coarse) <= 1]
+    expected = fine[int(np.argmin([loss(s) for s in fine]))]
+    got = calibrated_logit_scale(scores, y)
+    assert got == pytest.approx(expected, abs=0.02)
+    assert loss(got) <= min(loss(expected), loss(got + 0.05), loss(got - 0.05)) + 1e-12
+
+
+def test_validation_folds_split_every_class_in_halves():
+    # class c has c + 1 shots (class 0 a single one), shuffled; class 5 has none
+    y = np.random.RandomState(1).permutation(np.repeat(np.arange(5), np.arange(1, 6)))
+    fold = validation_folds(y, 6, np.random.RandomState(0))
+    assert fold[y == 0].tolist() == [-1]
+    for c in range(1, 5):
+        counts = [np.sum(fold[y == c] == k) for k in (0, 1)]
+        assert counts == [(c + 2) // 2, (c + 1) // 2]
+    again = validation_folds(y, 6, np.random.RandomState(0))
+    np.testing.assert_array_equal(fold, again)
+    other = [validation_folds(y, 6, np.random.RandomState(s)) for s in range(1, 6)]
+    assert any(not np.array_equal(fold, o) for o in other)  # the draw is random

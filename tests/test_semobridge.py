@@ -107,7 +107,8 @@ def test_decision_function_equals_the_notes_formula(data):
 
 def test_trained_decision_function_equals_the_notes_formula(data):
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, train=True, max_iter=30, warmup_iter=5, learning_rate=1e-2, **BLEND)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=30, warmup_iter=5,
+                 learning_rate=1e-2, **BLEND)
     assert clf.class_bias_.shape == (5, W.shape[0]) and np.abs(clf.class_bias_).sum() > 0
     assert not np.allclose(clf.projection_pinv_, explicit_pinv(W, 0.3))
     expected = notes_logits(
@@ -149,7 +150,7 @@ def notes_t_loss_at_init(X, y, W, T, text_pre, cutoff=0.3):
 
 def test_loss_at_step_zero_equals_the_notes_formula(data):
     X_train, y_train, _, _, text, W = data
-    clf = fitted(data, train=True, max_iter=2)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=2, image_logit_scale=100.0)
     # text_projection given: pre-projection text is the exact preimage T @ pinv(W).
     expected = notes_t_loss_at_init(X_train, y_train, W, text, normalize(text) @ np.linalg.pinv(W))
     assert clf.loss_curve_.shape == (2,) and clf.n_iter_ == 2
@@ -184,7 +185,8 @@ def test_projection_and_pre_projection_come_from_the_encoder(data):
     names = {c: f"class{c}" for c in range(5)}
     encoder = FakeCLIPText({names[c]: text[c] for c in range(5)}, W)
     clf = SeMoBridgeClassifier(
-        text_encoder=encoder, class_names=names, templates=templates, train=True, max_iter=1
+        text_encoder=encoder, class_names=names, templates=templates, train=True, max_iter=1,
+        early_stopping=False, image_logit_scale=100.0,
     ).fit(X_train, y_train)
     assert clf.bridge_ == "pinv"
     np.testing.assert_array_equal(clf.text_projection_, W)
@@ -234,7 +236,8 @@ def test_text_free_mode_is_an_image_prototype_blend(data):
     means = normalize(np.array([normalize(X_train[y_train == c]).mean(0) for c in range(5)]))
     np.testing.assert_allclose(clf.text_prototypes_, means)
     assert clf.score(X_test, data[3]) > 0.5
-    trained = SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5).fit(X_train, y_train)
+    trained = SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5,
+                                   early_stopping=False).fit(X_train, y_train)
     assert trained.bridge_ == "identity" and np.isfinite(trained.loss_curve_).all()
 
 
@@ -320,8 +323,8 @@ def test_search_cv_chooses_in_the_search_space(data):
 
 def test_search_after_training_uses_the_trained_bridge(data):
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, train=True, max_iter=20, learning_rate=1e-2, warmup_iter=0,
-                 search="cv", n_search_trials=30, random_state=0)
+    clf = fitted(data, train=True, early_stopping=False, max_iter=20, learning_rate=1e-2,
+                 warmup_iter=0, search="cv", n_search_trials=30, random_state=0)
     assert clf.search_score_ is not None and clf.class_bias_ is not None
     chosen = {n: getattr(clf, n + "_") for n in BLEND if n != "pinv_cutoff"}
     expected = notes_logits(X_train, y_train, text, W, X_test, {**chosen, "pinv_cutoff": 0.3},
@@ -342,7 +345,8 @@ def test_grid_search_over_shots_and_alpha():
 
 
 def test_training_lowers_the_loss_without_bias(data):
-    clf = fitted(data, train=True, class_bias=False, max_iter=40, warmup_iter=10,
+    clf = fitted(data, train=True, early_stopping=False, class_bias=False, max_iter=40,
+                 warmup_iter=10,
                  learning_rate=5e-3, device="cpu")
     assert clf.class_bias_ is None
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
@@ -350,8 +354,12 @@ def test_training_lowers_the_loss_without_bias(data):
 
 def test_fits_are_deterministic_and_pickle(data):
     X_test = data[2]
-    params = dict(train=True, max_iter=10, search="cv", n_search_trials=20, random_state=3,
-                  n_shots=3)
+    validated = dict(train=True, max_iter=20, validation_interval=5, learning_rate=1e-2,
+                     search="cv", n_search_trials=20, random_state=3, n_shots=3)
+    first, second = fitted(data, **validated), fitted(data, **validated)
+    np.testing.assert_array_equal(first.decision_function(X_test),
+                                  second.decision_function(X_test))
+    params = dict(validated, early_stopping=False, max_iter=10)
     first, second = fitted(data, **params), fitted(data, **params)
     np.testing.assert_array_equal(first.decision_function(X_test),
                                   second.decision_function(X_test))
@@ -383,3 +391,195 @@ def test_float32_input_matches_float64(data):
     np.testing.assert_allclose(b.bridged_prototypes_, a.bridged_prototypes_, atol=1e-5)
     np.testing.assert_allclose(b.decision_function(X_test), a.decision_function(X_test),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_training_steps_follow_dassls_warmup(data, monkeypatch):
+    """The learning rate of each step, and that it is the one AdamW applies."""
+    from sklearn_cmm import semobridge
+
+    rates = []
+    original = semobridge._lockstep
+    monkeypatch.setattr(semobridge, "_lockstep",
+                        lambda optimizer, runs, lr: (rates.append(lr),
+                                                     original(optimizer, runs, lr)))
+    clf = fitted(data, train=True, early_stopping=False, max_iter=6, warmup_iter=4,
+                 learning_rate=1e-2, image_logit_scale=30.0)
+    assert rates == [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
+    # The same steps by hand: AdamW at those rates on the loss of the notes' terms.
+    X_train, y_train, _, _, text, W = data
+    from sklearn_cmm._math.semobridge import semobridge_t_loss
+
+    t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    pinv = t(explicit_pinv(W, 0.3)).requires_grad_()
+    bias = torch.zeros(5, W.shape[0], requires_grad=True)
+    optimizer = torch.optim.AdamW([pinv, bias], lr=1.0, weight_decay=0.01)
+    for lr in [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]:
+        optimizer.param_groups[0]["lr"] = lr
+        optimizer.zero_grad()
+        semobridge_t_loss(t(X_train), torch.as_tensor(y_train), pinv, t(W), bias, t(text),
+                          t(normalize(text) @ np.linalg.pinv(W)), n_classes=5,
+                          image_logit_scale=30.0)[0].backward()
+        optimizer.step()
+    np.testing.assert_allclose(clf.projection_pinv_, pinv.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(clf.class_bias_, bias.detach().numpy(), atol=1e-5)
+
+
+def test_relative_cutoff_keeps_the_directions_above_a_fraction_of_the_largest(data):
+    W = data[5]
+    s = np.linalg.svd(W, compute_uv=False)
+    fraction = (s[3] + s[4]) / 2 / s[0]  # between the 4th and 5th singular values
+    clf = fitted(data, pinv_cutoff=fraction, pinv_cutoff_relative=True)
+    np.testing.assert_allclose(clf.projection_pinv_, explicit_pinv(W, fraction * s[0]),
+                               atol=1e-10)
+    assert np.linalg.matrix_rank(clf.projection_pinv_) == 4
+
+
+class Spy:
+    """Records the shots every SeMoBridge-T optimisation is built on."""
+
+    def __init__(self, monkeypatch):
+        from sklearn_cmm import semobridge
+
+        self.rows = []
+        original = semobridge._BridgeTraining.__init__
+
+        def init(training, X, *args):
+            self.rows.append({tuple(r) for r in X})
+            original(training, X, *args)
+
+        monkeypatch.setattr(semobridge._BridgeTraining, "__init__", init)
+
+
+def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch):
+    X_train, y_train, X_test, _, text, W = data
+    spy = Spy(monkeypatch)
+    clf = fitted(data, train=True, max_iter=60, validation_interval=25, warmup_iter=0,
+                 n_iter_no_change=None,
+                 learning_rate=1e-2, search="cv", n_search_trials=20, random_state=0)
+    everything = {tuple(r) for r in X_train}
+    first, second = spy.rows[:2]
+    assert not first & second and first | second == everything  # two disjoint folds
+    # checkpoints at steps 0, 25, 50 and the last, 60; the best is the first maximum
+    assert clf.validation_scores_.shape == (4,) and clf.n_iter_ == 60
+    steps = [0, 25, 50, 60]
+    assert clf.best_iter_ == steps[int(np.argmax(clf.validation_scores_))]
+    assert clf.best_iter_ > 0  # on this problem training helps (the premise of the test)
+    # the final bridge: all shots, best_iter_ steps, as a plain training of that length
+    assert len(spy.rows) == 3 and spy.rows[2] == everything
+    plain = fitted(data, train=True, early_stopping=False, max_iter=clf.best_iter_,
+                   warmup_iter=0, learning_rate=1e-2, image_logit_scale=clf.image_logit_scale_)
+    np.testing.assert_array_equal(clf.projection_pinv_, plain.projection_pinv_)
+    assert clf.loss_curve_.shape == (clf.best_iter_,)
+    expected = notes_logits(
+        X_train, y_train, text, W, X_test,
+        {**{n: getattr(clf, n + "_") for n in BLEND if n != "pinv_cutoff"}, "pinv_cutoff": 0.3},
+        clf.projection_pinv_, clf.class_bias_,
+    )
+    np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_lockstep_trainings_equal_separate_ones(data):
+    from sklearn_cmm import semobridge
+
+    X_train, y_train, _, _, text, W = data
+    clf = fitted(data, train=True, early_stopping=False, max_iter=1)
+    halves = [np.arange(0, 20, 2), np.arange(1, 20, 2)]
+
+    def trainings():
+        return [semobridge._BridgeTraining(X_train[rows], y_train[rows], W,
+                                           explicit_pinv(W, 0.3), text, text, clf, "cpu")
+                for rows in halves]
+
+    together = trainings()
+    clf.set_params(warmup_iter=0, learning_rate=1e-2)._run_steps(together, 5)
+    for k, alone in enumerate(trainings()):
+        clf._run_steps([alone], 5)
+        for a, b in zip(alone.parameters(), together[k].parameters()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch):
+    # A learning rate too small to change a prediction: every checkpoint ties, the first
+    # (step 0) is kept, and the model is the closed form with its leave-one-out search.
+    spy = Spy(monkeypatch)
+    params = dict(search="cv", n_search_trials=30, random_state=0)
+    trained = fitted(data, train=True, max_iter=40, validation_interval=20,
+                     learning_rate=1e-12, **params)
+    assert trained.best_iter_ == 0 and trained.class_bias_ is None
+    assert np.ptp(trained.validation_scores_) == 0 and len(spy.rows) == 2  # no final run
+    closed = fitted(data, **params)
+    np.testing.assert_array_equal(trained.decision_function(data[2]),
+                                  closed.decision_function(data[2]))
+
+
+def test_n_iter_no_change_stops_the_validation_training(data):
+    clf = fitted(data, train=True, max_iter=1000, validation_interval=10, n_iter_no_change=2,
+                 learning_rate=1e-12)
+    # all checkpoints tie: the best is step 0, and two more checkpoints end the training
+    assert clf.n_iter_ == 20 and clf.validation_scores_.shape == (3,) and clf.best_iter_ == 0
+
+
+def test_single_shot_classes_are_trained_on_and_never_validated(data, monkeypatch):
+    X_train, y_train = data[0], data[1]
+    keep = np.r_[np.flatnonzero(y_train == 0)[:1], np.flatnonzero(y_train != 0)]
+    spy = Spy(monkeypatch)
+    SeMoBridgeClassifier(text_features=data[4], text_projection=data[5], text_encoder=None,
+                         train=True, max_iter=5, random_state=0).fit(X_train[keep], y_train[keep])
+    lone = tuple(X_train[keep[0]])
+    assert lone in spy.rows[0] and lone in spy.rows[1]
+
+
+def test_image_logit_scale_auto_calibrates_the_zero_shot_scores(data):
+    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+
+    X_train, y_train, _, _, text, _ = data
+    clf = fitted(data, train=True, max_iter=1)
+    expected = calibrated_logit_scale(normalize(X_train) @ normalize(text).T, y_train)
+    assert clf.image_logit_scale_ == pytest.approx(expected, rel=1e-9)
+    assert fitted(data, train=True, max_iter=1, image_logit_scale=7.0).image_logit_scale_ == 7.0
+
+
+def test_one_shot_per_class_gives_the_closed_form(data):
+    X_train, y_train = data[0], data[1]
+    one = np.r_[[np.flatnonzero(y_train == c)[0] for c in range(5)]]
+    params = dict(text_features=data[4], text_projection=data[5], text_encoder=None,
+                  search="cv", n_search_trials=20, random_state=0)
+    trained = SeMoBridgeClassifier(train=True, **params).fit(X_train[one], y_train[one])
+    assert trained.best_iter_ == 0 and trained.n_iter_ == 0
+    closed = SeMoBridgeClassifier(**params).fit(X_train[one], y_train[one])
+    np.testing.assert_array_equal(trained.decision_function(data[2]),
+                                  closed.decision_function(data[2]))
+
+
+def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
+    from scipy.special import softmax
+
+    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+
+    X_train, y_train, X_test, _, text, W = data
+    clf = fitted(data, **BLEND)
+    logits = clf.decision_function(X_test)
+    np.testing.assert_allclose(clf.predict_proba(X_test),
+                               softmax(clf.probability_scale_ * logits, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(clf.predict_log_proba(X_test),
+                               np.log(clf.predict_proba(X_test)), rtol=1e-10)
+    # the scale calibrates the leave-one-out logits of the shots: each shot's own class
+    # prototypes rebuilt without it (the class weights w_c from all shots, as in the search)
+    W_pinv, p = explicit_pinv(W, 0.3), BLEND
+    F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in range(5)]))
+    p_c = np.exp(F_bar @ normalize(text).T)
+    p_c /= p_c.sum(1, keepdims=True)
+    w = np.exp(p["smoothness"] * np.log2((1 + 1e-6) / (np.diag(p_c) + 1e-6)))
+    loo = notes_logits(X_train, y_train, text, W, X_train, BLEND)
+    for i, c in enumerate(y_train):
+        others = (y_train == c) & (np.arange(len(y_train)) != i)
+        F_hat_c = normalize((normalize(X_train[others] @ W_pinv) @ W).mean(0))
+        F_bar_c = normalize(X_train[others].mean(0))
+        q = normalize(X_train[i])
+        z1, z2 = q @ normalize(text[c]), q @ F_hat_c
+        z3 = normalize(normalize(X_train[i] @ W_pinv) @ W) @ F_bar_c
+        loo[i, c] = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w[c] * (
+            p["lambda2"] * np.exp(-p["beta"] * (1 - z2))
+            + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
+    expected = calibrated_logit_scale(np.array(loo), y_train, bounds=(1e-3, 1e4))
+    assert clf.probability_scale_ == pytest.approx(expected, rel=1e-4)

@@ -13,7 +13,8 @@ cancels from every score, prototype and loss.
 import numpy as np
 import torch
 from scipy import linalg
-from scipy.special import softmax
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
 from torch.nn.functional import cross_entropy, normalize
 
 from .basic import class_means, l2_normalize, loo_prototype_cosine
@@ -53,6 +54,24 @@ def pinv_with_cutoff(W, cutoff):
     U, s, Vt = linalg.svd(W, full_matrices=False, check_finite=False)
     keep = s > cutoff
     return (Vt[keep].T / s[keep]) @ U[:, keep].T
+
+
+def relative_cutoff(W, fraction):
+    """An absolute cut-off at ``fraction`` of the largest singular value of ``W``.
+
+    Parameters
+    ----------
+    W : ndarray of shape (width, dim)
+        The text projection.
+    fraction : float
+        Fraction of the largest singular value.
+
+    Returns
+    -------
+    cutoff : float
+        ``fraction * s_max(W)``, for :func:`pinv_with_cutoff`.
+    """
+    return float(fraction * np.linalg.norm(np.asarray(W, dtype=np.float64), 2))
 
 
 def pseudo_tokens(f, W_pinv, bias=None):
@@ -341,3 +360,98 @@ def semobridge_t_loss(
         + bias_norm_weight * terms["bias_norm"]
     )
     return total, terms
+
+
+def warmup_learning_rate(step, learning_rate, warmup_iter, start_lr):
+    """Learning rate of SeMoBridge-T at ``step`` (0-based): Dassl's linear warm-up.
+
+    The authors' schedule (Dassl's ``LinearWarmupScheduler``, then constant):
+    ``start_lr`` at step 0, ``learning_rate * step / warmup_iter`` for
+    ``0 < step < warmup_iter``, ``learning_rate`` from ``warmup_iter`` on. (Not a line
+    from ``start_lr``: step 1 is ``learning_rate / warmup_iter``.)
+
+    Parameters
+    ----------
+    step : int
+        Index of the optimisation step, from 0.
+    learning_rate : float
+        Rate after the warm-up.
+    warmup_iter : int
+        Length of the warm-up; 0 for none.
+    start_lr : float
+        Rate of step 0 during a warm-up.
+
+    Returns
+    -------
+    lr : float
+    """
+    if step >= warmup_iter:
+        return learning_rate
+    if step == 0:
+        return start_lr
+    return learning_rate * step / warmup_iter
+
+
+def calibrated_logit_scale(scores, y_encoded, bounds=(1.0, 1000.0)):
+    """The temperature ``s`` minimising the cross-entropy of ``s * scores``.
+
+    For SeMoBridge-T's image loss, whose scale is the CLIP model's own logit scale (the
+    authors' ``exp(logit_scale)``, 100 for OpenAI's models) and which features alone do not
+    carry: the scale that calibrates the zero-shot cosines on the shots estimates it. And
+    for SeMoBridge's probabilities: the temperature of its blended logits on held-out
+    shots. The mean cross-entropy is convex in ``s`` (and unimodal in ``log s``), so the
+    bounded scalar minimum is the global one within ``bounds``.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples, n_classes)
+        Scores to scale (e.g. the zero-shot cosines ``z1`` of the shots).
+    y_encoded : ndarray of shape (n_samples,)
+        True class of each row.
+    bounds : (float, float), default=(1.0, 1000.0)
+        Interval searched.
+
+    Returns
+    -------
+    scale : float
+    """
+    rows = np.arange(len(y_encoded))
+
+    def loss(scale):
+        return -np.mean(log_softmax(scale * scores, axis=1)[rows, y_encoded])
+
+    # searched over log(scale): the bounds may span orders of magnitude
+    result = minimize_scalar(
+        lambda log_scale: loss(np.exp(log_scale)), bounds=np.log(bounds), method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(result.x))
+
+
+def validation_folds(y_encoded, n_classes, rng):
+    """Two folds of the shots for SeMoBridge-T's validation, balanced in every class.
+
+    Each class's shots are shuffled and dealt alternately to folds 0 and 1 (a class with
+    an odd count gives fold 0 the extra shot). A class with a single shot is in neither
+    (-1): it is trained on in both folds and never validated.
+
+    Parameters
+    ----------
+    y_encoded : ndarray of shape (n_samples,)
+        Class of each shot.
+    n_classes : int
+        Number of classes.
+    rng : numpy.random.RandomState
+        Source of the shuffles.
+
+    Returns
+    -------
+    fold : ndarray of shape (n_samples,)
+        0, 1 or -1 for each shot.
+    """
+    fold = np.full(len(y_encoded), -1)
+    for c in range(n_classes):
+        members = np.flatnonzero(y_encoded == c)
+        if len(members) >= 2:
+            fold[rng.permutation(members)] = np.arange(len(members)) % 2
+    return fold
