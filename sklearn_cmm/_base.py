@@ -178,11 +178,11 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         """``temperature_``: fitted on honest logits of the shots, or 1 without calibration."""
         if self.calibration is None:
             return 1.0
-        logits = self._calibration_logits(X, y_encoded, class_text, rng)
-        return fit_temperature(logits, y_encoded, smoothing=laplace_smoothing(len(y_encoded)))
+        logits, y = self._calibration_logits(X, y_encoded, class_text, rng)
+        return fit_temperature(logits, y, smoothing=laplace_smoothing(len(y)))
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
-        """Logits of the training shots as the fitted model would score unseen images.
+        """Logits of labelled shots as the fitted model would score unseen images.
 
         The temperature is fitted on them, so they must not be optimistic. The default is
         the fitted model's logits of the shots, honest only for a method whose logits do
@@ -201,9 +201,11 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        logits : ndarray of shape (n_samples, n_classes)
+        logits : ndarray of shape (n_rows, n_classes)
+        y : ndarray of shape (n_rows,)
+            The class of each row (``y_encoded`` when every shot has a row).
         """
-        return self._logits(np.asarray(X, dtype=np.float64))
+        return self._logits(np.asarray(X, dtype=np.float64)), y_encoded
 
     def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5):
         """Logits of each shot by the method fitted (``_fit``) on the other folds.

@@ -110,7 +110,7 @@ def minimize_full_batch(
         optimizer.step()
         losses.append(loss.detach())
     losses = as_numpy(torch.stack(losses))
-    _check_converging(losses, params, desc)
+    check_converging(losses, params, desc)
     return losses
 
 
@@ -150,11 +150,11 @@ def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="train
     bar.close()
     n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
     losses = as_numpy(torch.stack(losses))
-    _check_converging(losses, params, desc)
+    check_converging(losses, params, desc)
     return losses, int(n_iter)
 
 
-def _check_converging(losses, params, desc):
+def check_converging(losses, params, desc):
     """Raise when a run diverged: a fitted model must never hold NaN parameters.
 
     Checked once at the end (one synchronisation with the device, not one a step).

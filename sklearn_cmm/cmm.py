@@ -341,7 +341,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         # The map is fitted on the shots: their own logits are optimistic. Three refits
         # on two thirds of the shots each (the fit costs about 3x more).
-        return self._cross_fitted_logits(X, y_encoded, class_text, rng, n_folds=3)
+        return self._cross_fitted_logits(X, y_encoded, class_text, rng, n_folds=3), y_encoded
 
     def _logits(self, X):
         return cmm_logits(

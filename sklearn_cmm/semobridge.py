@@ -3,12 +3,9 @@
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from scipy.special import log_softmax
-from sklearn.base import TransformerMixin
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
-from tqdm.auto import tqdm
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
@@ -16,7 +13,6 @@ from ._math.search import best_candidate, random_candidates
 from ._math.semobridge import (
     bridge,
     bridge_prototypes,
-    calibrated_logit_scale,
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
@@ -24,11 +20,10 @@ from ._math.semobridge import (
     relative_cutoff,
     score_matrices,
     semobridge_logits,
-    semobridge_t_loss,
     validation_folds,
-    warmup_learning_rate,
 )
-from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, resolve_device
+from ._device import check_device
+from ._math.calibration import fit_temperature
 from .text import CLIP_IMAGENET_TEMPLATES
 
 #: The blend's hyper-parameters and the intervals ``search="cv"`` draws them from (the
@@ -43,16 +38,14 @@ SEARCH_SPACE = {
     "lambda3": (0.0, 1.0),
 }
 
-#: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
-WARMUP_START_LR = 1e-5
-#: Interval searched for ``probability_scale_``.
-PROBABILITY_SCALE_BOUNDS = (1e-3, 1e4)
+#: Interval of ``log(image_logit_scale_)`` that "auto" searches.
+AUTO_IMAGE_SCALE_LOG_BOUNDS = (np.log(1.0), np.log(1000.0))
 
 _non_negative = [Interval(Real, 0, None, closed="left")]
 
 
 @fill_doc
-class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
+class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, FewShotClassifierBase):
     """SeMoBridge: few-shot CLIP classification through a semantic modality bridge.
 
     An image embedding ``f`` is mapped into the text modality through the pseudo-inverse of
@@ -215,12 +208,11 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         and the last step run) with ``early_stopping``; None otherwise.
     image_logit_scale_ : float or None
         The ``img`` loss temperature used; None without training.
-    probability_scale_ : float
-        Temperature of :meth:`predict_proba`, ``softmax(probability_scale_ * logits)``:
-        the one that minimises the log-loss of the chosen blend on the held-out scores
-        the blend is searched on (leave-one-out, or the validation folds'). The blend's
-        logits are sums of kernels in [0, 1], far too flat as they are (their plain
-        softmax is close to uniform); predictions do not depend on it.
+    temperature_ : float
+        Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted
+        on the held-out scores the blend is searched on (leave-one-out, or the validation
+        folds'). The blend's logits are sums of kernels in [0, 1], far too flat as they
+        are; predictions do not depend on it.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -411,6 +403,7 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         return self.text_projection is None
 
     def _fit(self, X, y_encoded, class_text, rng):
+        check_device(self.device)  # also when nothing is trained
         n_classes = len(self.classes_)
         W, self.bridge_ = self._projection(class_text, X.shape[1])
         T, self.prototype_source_ = class_prototypes(X, y_encoded, n_classes, class_text)
@@ -462,9 +455,9 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
         self.search_score_ = None
         if candidates is not None:
             blend, self.search_score_ = best_candidate(logits_of, candidates, y_validated)
-        self.probability_scale_ = calibrated_logit_scale(
-            logits_of(**blend), y_validated, bounds=PROBABILITY_SCALE_BOUNDS
-        )
+        # Honest logits for the temperature of predict_proba (read once by
+        # _calibration_logits): the held-out scores the blend was searched on.
+        self._held_out_logits = (logits_of(**blend), y_validated)
         for name, value in blend.items():
             setattr(self, f"{name}_", value)
         self.class_weights_ = class_weights(self.image_prototypes_, T, self.smoothness_)
@@ -507,15 +500,25 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             text_pre = T @ np.linalg.pinv(W)
         scale = self.image_logit_scale
         if scale == "auto":
-            scale = calibrated_logit_scale(l2_normalize(X) @ T.T, y_encoded)
+            # The temperature calibrating the zero-shot cosines: 1 / scale.
+            log_bounds = tuple(-b for b in AUTO_IMAGE_SCALE_LOG_BOUNDS[::-1])
+            scale = 1.0 / fit_temperature(l2_normalize(X) @ T.T, y_encoded, log_bounds=log_bounds)
         self.image_logit_scale_ = float(scale)
+        from ._semobridge_training import BridgeTraining, check_converged, run_steps
+        from ._torch import resolve_device
+
         device = resolve_device(self.device)
+        schedule = dict(
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            warmup_iter=self.warmup_iter, validation_interval=self.validation_interval,
+            verbose=self.verbose,
+        )
 
         def run(rows):
             fold_T = T
             if self.prototype_source_ == "image_means":  # the image means of its own rows
                 fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
-            return _BridgeTraining(
+            return BridgeTraining(
                 X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, device
             )
 
@@ -527,16 +530,18 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             self.best_iter_ = self.n_iter_ = 0
         else:
             validated, self.validation_scores_, self.best_iter_, self.n_iter_ = self._validate(
-                X, y_encoded, W, folds, run
+                X, y_encoded, W, folds, run, lambda runs, n, checkpoint: run_steps(
+                    runs, n, checkpoint=checkpoint, **schedule
+                ),
             )
         if self.best_iter_ == 0:  # the closed form won: leave-one-out is honest for it
             return W_pinv, None, None
         final = run(np.arange(len(y_encoded)))
-        self._run_steps([final], self.best_iter_)
-        self.loss_curve_ = as_numpy(torch.stack(final.losses))
+        run_steps([final], self.best_iter_, **schedule)
+        self.loss_curve_ = check_converged(final)
         return (*final.parameters(), validated)
 
-    def _validate(self, X, y_encoded, W, folds, run):
+    def _validate(self, X, y_encoded, W, folds, run, run_steps):
         """Train on each fold's complement in lockstep; score the held-out fold.
 
         Returns the out-of-fold score matrices at the best checkpoint, the validation
@@ -576,32 +581,8 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             stale = len(scores) - 1 - int(np.argmax(scores))
             return self.n_iter_no_change is not None and stale >= self.n_iter_no_change
 
-        n_run = self._run_steps(runs, self.max_iter, checkpoint)
+        n_run = run_steps(runs, self.max_iter, checkpoint)
         return best, np.array(scores), steps[int(np.argmax(scores))], n_run
-
-    def _run_steps(self, runs, n_steps, checkpoint=None):
-        """Step every run ``n_steps`` times on the warm-up schedule.
-
-        ``checkpoint(step)`` is called every ``validation_interval`` steps from step 0 and
-        after the last step (the parameters then have had ``step`` updates); it stops the
-        training by returning True. Returns the number of steps run.
-        """
-        optimizer = torch.optim.AdamW(
-            [tensor for training in runs for tensor in training.tensors],
-            lr=self.learning_rate, weight_decay=self.weight_decay,
-        )
-        for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not self.verbose,
-                         leave=False):
-            at_checkpoint = step % self.validation_interval == 0 or step == n_steps
-            if checkpoint is not None and at_checkpoint:
-                if checkpoint(step):
-                    return step
-            if step == n_steps:
-                return step
-            lr = warmup_learning_rate(
-                step, self.learning_rate, self.warmup_iter, WARMUP_START_LR
-            )
-            _lockstep(optimizer, runs, lr)
 
     def _bridge(self, X):
         return bridge(X, self.projection_pinv_, self.text_projection_)
@@ -617,34 +598,13 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             self.lambda1_, self.lambda2_, self.lambda3_,
         )
 
-    def predict_proba(self, X):
-        """Class probabilities: the softmax of ``probability_scale_`` times the logits.
+    def _calibration_logits(self, X, y_encoded, class_text, rng):
+        return self.__dict__.pop("_held_out_logits")
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Image embeddings.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        return np.exp(self.predict_log_proba(X))
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Image embeddings.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-        """
-        logits = self._validated_logits(X)  # checks fitted before the scale is read
-        return log_softmax(self.probability_scale_ * logits, axis=1)
+    @property
+    def _n_features_out(self):
+        """Bridged features have the input's dimension (``get_feature_names_out``)."""
+        return self.n_features_in_
 
     def transform(self, X):
         """Bridge image embeddings into the text modality: ``normalize(f_hat(X))``.
@@ -663,61 +623,3 @@ class SeMoBridgeClassifier(TransformerMixin, FewShotClassifierBase):
             Unit bridged embeddings.
         """
         return l2_normalize(self._bridge(self._validated_features(X)))
-
-
-class _BridgeTraining:
-    """One SeMoBridge-T optimisation: the trained tensors, their optimiser and losses."""
-
-    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, device):
-        self.X, self.y, self.T = X, y_encoded, T
-        n_classes = len(params.classes_)
-        # Nothing in the training is random: full batch, deterministic initialisation.
-        self.pinv = as_tensor(W_pinv, device).clone().requires_grad_()
-        self.bias = None
-        self.tensors = [self.pinv]
-        if params.class_bias:
-            self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
-                                    device=device, requires_grad=True)
-            self.tensors.append(self.bias)
-        self.f, self.W, self.T_t, self.text_pre = (
-            as_tensor(a, device) for a in (X, W, T, text_pre)
-        )
-        self.y_t = torch.as_tensor(y_encoded, dtype=torch.long, device=device)
-        self.options = dict(
-            n_classes=n_classes,
-            image_weight=params.image_loss_weight,
-            text_weight=params.text_loss_weight,
-            consistency_weight=params.consistency_loss_weight,
-            bias_norm_weight=params.bias_norm_loss_weight,
-            image_logit_scale=params.image_logit_scale_,
-        )
-        # Losses stay on the device until the end: one synchronisation, not one a step.
-        self.losses = []
-
-    def loss(self):
-        """The full-batch loss at the current parameters."""
-        return semobridge_t_loss(
-            self.f, self.y_t, self.pinv, self.W, self.bias, self.T_t, self.text_pre,
-            **self.options,
-        )[0]
-
-    def parameters(self):
-        """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
-        return as_numpy(self.pinv), None if self.bias is None else as_numpy(self.bias)
-
-
-def _lockstep(optimizer, runs, lr):
-    """One full-batch AdamW step of every run, at learning rate ``lr``.
-
-    The runs share no tensor, so one backward pass through the sum of their losses gives
-    each its own gradient, and AdamW, elementwise, updates each as if it were alone: two
-    validation trainings cost one pass of Python and autograd overhead.
-    """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    losses = [training.loss() for training in runs]
-    sum(losses).backward()
-    optimizer.step()
-    for training, loss in zip(runs, losses):
-        training.losses.append(loss.detach())

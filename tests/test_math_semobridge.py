@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn_cmm._math.semobridge_loss import semobridge_t_loss
 from sklearn_cmm._math.semobridge import (
     bridge,
     bridge_prototypes,
-    calibrated_logit_scale,
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
@@ -17,7 +17,6 @@ from sklearn_cmm._math.semobridge import (
     relative_cutoff,
     score_matrices,
     semobridge_logits,
-    semobridge_t_loss,
     validation_folds,
     warmup_learning_rate,
 )
@@ -288,25 +287,6 @@ def test_warmup_learning_rate_is_dassls():
             t, 1.5e-4, 500, 1e-5
         )
     assert [warmup_learning_rate(t, 0.1, 0, 1e-5) for t in range(3)] == [0.1, 0.1, 0.1]
-
-
-def test_calibrated_logit_scale_minimises_the_cross_entropy():
-    rng = np.random.RandomState(0)
-    y = rng.randint(0, 5, 200)
-    scores = 0.2 * rng.randn(200, 5)
-    scores[np.arange(200), y] += 0.15
-    grid = np.linspace(1, 100, 9901)
-
-    def loss(s):
-        return np.mean([-log_softmax_at(list(s * scores[i]), y[i]) for i in range(len(y))])
-
-    losses = [loss(s) for s in grid[::100]]
-    coarse = grid[::100][int(np.argmin(losses))]
-    fine = [s for s in grid if abs(s - coarse) <= 1]
-    expected = fine[int(np.argmin([loss(s) for s in fine]))]
-    got = calibrated_logit_scale(scores, y)
-    assert got == pytest.approx(expected, abs=0.02)
-    assert loss(got) <= min(loss(expected), loss(got + 0.05), loss(got - 0.05)) + 1e-12
 
 
 def test_validation_folds_split_every_class_in_halves():

@@ -395,11 +395,11 @@ def test_float32_input_matches_float64(data):
 
 def test_training_steps_follow_dassls_warmup(data, monkeypatch):
     """The learning rate of each step, and that it is the one AdamW applies."""
-    from sklearn_cmm import semobridge
+    from sklearn_cmm import _semobridge_training as training
 
     rates = []
-    original = semobridge._lockstep
-    monkeypatch.setattr(semobridge, "_lockstep",
+    original = training.lockstep
+    monkeypatch.setattr(training, "lockstep",
                         lambda optimizer, runs, lr: (rates.append(lr),
                                                      original(optimizer, runs, lr)))
     clf = fitted(data, train=True, early_stopping=False, max_iter=6, warmup_iter=4,
@@ -407,7 +407,7 @@ def test_training_steps_follow_dassls_warmup(data, monkeypatch):
     assert rates == [1e-5, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
     # The same steps by hand: AdamW at those rates on the loss of the notes' terms.
     X_train, y_train, _, _, text, W = data
-    from sklearn_cmm._math.semobridge import semobridge_t_loss
+    from sklearn_cmm._math.semobridge_loss import semobridge_t_loss
 
     t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     pinv = t(explicit_pinv(W, 0.3)).requires_grad_()
@@ -438,16 +438,16 @@ class Spy:
     """Records the shots every SeMoBridge-T optimisation is built on."""
 
     def __init__(self, monkeypatch):
-        from sklearn_cmm import semobridge
+        from sklearn_cmm import _semobridge_training as training
 
         self.rows = []
-        original = semobridge._BridgeTraining.__init__
+        original = training.BridgeTraining.__init__
 
         def init(training, X, *args):
             self.rows.append({tuple(r) for r in X})
             original(training, X, *args)
 
-        monkeypatch.setattr(semobridge._BridgeTraining, "__init__", init)
+        monkeypatch.setattr(training.BridgeTraining, "__init__", init)
 
 
 def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch):
@@ -479,21 +479,23 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
 
 
 def test_lockstep_trainings_equal_separate_ones(data):
-    from sklearn_cmm import semobridge
+    from sklearn_cmm import _semobridge_training as training
 
     X_train, y_train, _, _, text, W = data
     clf = fitted(data, train=True, early_stopping=False, max_iter=1)
     halves = [np.arange(0, 20, 2), np.arange(1, 20, 2)]
 
     def trainings():
-        return [semobridge._BridgeTraining(X_train[rows], y_train[rows], W,
+        return [training.BridgeTraining(X_train[rows], y_train[rows], W,
                                            explicit_pinv(W, 0.3), text, text, clf, "cpu")
                 for rows in halves]
 
     together = trainings()
-    clf.set_params(warmup_iter=0, learning_rate=1e-2)._run_steps(together, 5)
+    schedule = dict(learning_rate=1e-2, weight_decay=clf.weight_decay, warmup_iter=0,
+                    validation_interval=clf.validation_interval)
+    training.run_steps(together, 5, **schedule)
     for k, alone in enumerate(trainings()):
-        clf._run_steps([alone], 5)
+        training.run_steps([alone], 5, **schedule)
         for a, b in zip(alone.parameters(), together[k].parameters()):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -530,11 +532,12 @@ def test_single_shot_classes_are_trained_on_and_never_validated(data, monkeypatc
 
 
 def test_image_logit_scale_auto_calibrates_the_zero_shot_scores(data):
-    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+    from sklearn_cmm._math.calibration import fit_temperature
 
     X_train, y_train, _, _, text, _ = data
     clf = fitted(data, train=True, max_iter=1)
-    expected = calibrated_logit_scale(normalize(X_train) @ normalize(text).T, y_train)
+    cosines = normalize(X_train) @ normalize(text).T
+    expected = 1 / fit_temperature(cosines, y_train, log_bounds=(np.log(1e-3), 0.0))
     assert clf.image_logit_scale_ == pytest.approx(expected, rel=1e-9)
     assert fitted(data, train=True, max_iter=1, image_logit_scale=7.0).image_logit_scale_ == 7.0
 
@@ -554,13 +557,13 @@ def test_one_shot_per_class_gives_the_closed_form(data):
 def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
     from scipy.special import softmax
 
-    from sklearn_cmm._math.semobridge import calibrated_logit_scale
+    from sklearn_cmm._math.calibration import fit_temperature, laplace_smoothing
 
     X_train, y_train, X_test, _, text, W = data
     clf = fitted(data, **BLEND)
     logits = clf.decision_function(X_test)
     np.testing.assert_allclose(clf.predict_proba(X_test),
-                               softmax(clf.probability_scale_ * logits, axis=1), rtol=1e-10)
+                               softmax(logits / clf.temperature_, axis=1), rtol=1e-10)
     np.testing.assert_allclose(clf.predict_log_proba(X_test),
                                np.log(clf.predict_proba(X_test)), rtol=1e-10)
     # the scale calibrates the leave-one-out logits of the shots: each shot's own class
@@ -581,5 +584,5 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
         loo[i, c] = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w[c] * (
             p["lambda2"] * np.exp(-p["beta"] * (1 - z2))
             + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
-    expected = calibrated_logit_scale(np.array(loo), y_train, bounds=(1e-3, 1e4))
-    assert clf.probability_scale_ == pytest.approx(expected, rel=1e-4)
+    expected = fit_temperature(np.array(loo), y_train, smoothing=laplace_smoothing(len(y_train)))
+    assert clf.temperature_ == pytest.approx(expected, rel=1e-4)

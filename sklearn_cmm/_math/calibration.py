@@ -46,7 +46,7 @@ def temperature_log_loss(logits, y_encoded, temperature, smoothing=0.0):
     return float(-np.mean((1 - smoothing) * true_class + smoothing * log_proba.mean(axis=1)))
 
 
-def fit_temperature(logits, y_encoded, smoothing=0.0):
+def fit_temperature(logits, y_encoded, smoothing=0.0, log_bounds=LOG_TEMPERATURE_BOUNDS):
     """The temperature minimising :func:`temperature_log_loss` on ``(logits, y_encoded)``.
 
     A bounded one-dimensional search over ``log(temperature)`` in
@@ -65,6 +65,8 @@ def fit_temperature(logits, y_encoded, smoothing=0.0):
         Label smoothing, e.g. :func:`laplace_smoothing`; with 0 and every sample classified
         correctly the loss decreases toward temperature 0, and the temperature returned
         gives probabilities of 0 and 1.
+    log_bounds : (float, float), default=LOG_TEMPERATURE_BOUNDS
+        Interval of ``log(temperature)`` searched.
 
     Returns
     -------
@@ -76,7 +78,7 @@ def fit_temperature(logits, y_encoded, smoothing=0.0):
         return 1.0
     result = minimize_scalar(
         lambda log_t: temperature_log_loss(spread, y_encoded, np.exp(log_t), smoothing),
-        bounds=LOG_TEMPERATURE_BOUNDS,
+        bounds=log_bounds,
         method="bounded",
         options={"xatol": 1e-6},
     )

@@ -1,4 +1,6 @@
-"""SeMoBridge (Timmermann et al., 2025): bridge, scores, blend and SeMoBridge-T loss.
+"""SeMoBridge (Timmermann et al., 2025): bridge, scores, blend, SeMoBridge-T schedule.
+
+numpy and scipy; SeMoBridge-T's torch loss is in :mod:`.semobridge_loss`.
 
 Notation of ``shared/methods/semobridge.md``: ``f`` a raw image embedding (dim D), ``W`` CLIP's
 ``text_projection`` (width x D), ``W_pinv`` its pseudo-inverse (D x width), ``T`` the unit
@@ -11,11 +13,8 @@ cancels from every score, prototype and loss.
 """
 
 import numpy as np
-import torch
 from scipy import linalg
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
-from torch.nn.functional import cross_entropy, normalize
+from scipy.special import softmax
 
 from .basic import class_means, l2_normalize, loo_prototype_cosine
 
@@ -267,101 +266,6 @@ def semobridge_logits(z1, z2, z3, w, alpha, beta, gamma, lambda1, lambda2, lambd
     )
 
 
-def semobridge_t_loss(
-    f,
-    y,
-    W_pinv,
-    W,
-    bias,
-    T,
-    text_pre,
-    *,
-    n_classes,
-    image_weight=0.5,
-    text_weight=0.5,
-    consistency_weight=0.1,
-    bias_norm_weight=0.1,
-    image_logit_scale=100.0,
-):
-    """SeMoBridge-T's training loss on the few-shot images (torch tensors).
-
-    With ``e_i = normalize(f_i @ W_pinv + b_{y_i})``, ``f_hat_i = e_i @ W`` and the class
-    prototypes ``F_hat_c = normalize(mean_{y_i = c} f_hat_i)``, ``E_c = normalize(mean e_i)``,
-    every term a mean cross-entropy without label smoothing:
-
-    - ``img``: logits ``image_logit_scale * cos(f_i, F_hat_c)``, target ``y_i``;
-    - ``txtp``: logits ``cos(F_hat_c, T_j)``, target ``c``;
-    - ``txte``: logits ``cos(E_c, text_pre_j)``, target ``c``;
-    - ``consistency``: logits ``cos(f_hat_i, F_hat_c)``, target ``y_i``;
-    - ``bias_norm``: the (population) variance of ``||b_c||`` over classes, 0 without bias;
-
-    ``total = image_weight img + text_weight (txtp + txte) / 2
-    + consistency_weight consistency + bias_norm_weight bias_norm``.
-
-    Parameters
-    ----------
-    f : torch.Tensor of shape (n_samples, dim)
-        Raw few-shot image embeddings.
-    y : torch.Tensor of shape (n_samples,), int
-        Their class indices; every class in ``0 .. n_classes - 1`` must occur.
-    W_pinv : torch.Tensor of shape (dim, width)
-        The trained pseudo-inverse.
-    W : torch.Tensor of shape (width, dim)
-        The frozen text projection.
-    bias : torch.Tensor of shape (n_classes, width) or None
-        The class-specific bias.
-    T : torch.Tensor of shape (n_classes, dim)
-        Class text prototypes (normalised here).
-    text_pre : torch.Tensor of shape (n_classes, width)
-        Class text features before the projection (normalised here).
-    n_classes : int
-        Number of classes.
-    image_weight, text_weight, consistency_weight, bias_norm_weight : float
-        Weights of the terms.
-    image_logit_scale : float, default=100.0
-        Temperature of the ``img`` term (CLIP's logit scale).
-
-    Returns
-    -------
-    total : torch.Tensor
-        Scalar loss.
-    terms : dict of str -> torch.Tensor
-        The unweighted terms ``img``, ``txtp``, ``txte``, ``consistency``, ``bias_norm``.
-    """
-    tokens = f @ W_pinv
-    if bias is not None:
-        tokens = tokens + bias[y]
-    e = normalize(tokens, dim=1)
-    f_hat = e @ W
-    counts = torch.bincount(y, minlength=n_classes).to(f.dtype)[:, None]
-
-    def class_mean(rows):
-        sums = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype, device=rows.device)
-        return sums.index_add(0, y, rows) / counts
-
-    F_hat = normalize(class_mean(f_hat), dim=1)
-    E = normalize(class_mean(e), dim=1)
-    classes = torch.arange(n_classes, device=f.device)
-    terms = {
-        "img": cross_entropy(image_logit_scale * normalize(f, dim=1) @ F_hat.T, y),
-        "txtp": cross_entropy(F_hat @ normalize(T, dim=1).T, classes),
-        "txte": cross_entropy(E @ normalize(text_pre, dim=1).T, classes),
-        "consistency": cross_entropy(normalize(f_hat, dim=1) @ F_hat.T, y),
-        "bias_norm": (
-            torch.zeros((), dtype=f.dtype, device=f.device)
-            if bias is None
-            else torch.var(torch.linalg.vector_norm(bias, dim=1), correction=0)
-        ),
-    }
-    total = (
-        image_weight * terms["img"]
-        + text_weight * (terms["txtp"] + terms["txte"]) / 2
-        + consistency_weight * terms["consistency"]
-        + bias_norm_weight * terms["bias_norm"]
-    )
-    return total, terms
-
-
 def warmup_learning_rate(step, learning_rate, warmup_iter, start_lr):
     """Learning rate of SeMoBridge-T at ``step`` (0-based): Dassl's linear warm-up.
 
@@ -390,42 +294,6 @@ def warmup_learning_rate(step, learning_rate, warmup_iter, start_lr):
     if step == 0:
         return start_lr
     return learning_rate * step / warmup_iter
-
-
-def calibrated_logit_scale(scores, y_encoded, bounds=(1.0, 1000.0)):
-    """The temperature ``s`` minimising the cross-entropy of ``s * scores``.
-
-    For SeMoBridge-T's image loss, whose scale is the CLIP model's own logit scale (the
-    authors' ``exp(logit_scale)``, 100 for OpenAI's models) and which features alone do not
-    carry: the scale that calibrates the zero-shot cosines on the shots estimates it. And
-    for SeMoBridge's probabilities: the temperature of its blended logits on held-out
-    shots. The mean cross-entropy is convex in ``s`` (and unimodal in ``log s``), so the
-    bounded scalar minimum is the global one within ``bounds``.
-
-    Parameters
-    ----------
-    scores : ndarray of shape (n_samples, n_classes)
-        Scores to scale (e.g. the zero-shot cosines ``z1`` of the shots).
-    y_encoded : ndarray of shape (n_samples,)
-        True class of each row.
-    bounds : (float, float), default=(1.0, 1000.0)
-        Interval searched.
-
-    Returns
-    -------
-    scale : float
-    """
-    rows = np.arange(len(y_encoded))
-
-    def loss(scale):
-        return -np.mean(log_softmax(scale * scores, axis=1)[rows, y_encoded])
-
-    # searched over log(scale): the bounds may span orders of magnitude
-    result = minimize_scalar(
-        lambda log_scale: loss(np.exp(log_scale)), bounds=np.log(bounds), method="bounded",
-        options={"xatol": 1e-6},
-    )
-    return float(np.exp(result.x))
 
 
 def validation_folds(y_encoded, n_classes, rng):

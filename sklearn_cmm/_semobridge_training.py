@@ -1,0 +1,108 @@
+"""SeMoBridge-T's training in torch: one optimisation per fold, stepped in lockstep.
+
+:class:`~sklearn_cmm.SeMoBridgeClassifier` imports this module only when it trains, so a
+closed-form fit never loads torch.
+"""
+
+import torch
+from tqdm.auto import tqdm
+
+from ._math.semobridge import warmup_learning_rate
+from ._math.semobridge_loss import semobridge_t_loss
+from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, check_converging
+
+#: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
+WARMUP_START_LR = 1e-5
+
+
+class BridgeTraining:
+    """One SeMoBridge-T optimisation: the trained tensors, their optimiser and losses."""
+
+    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, device):
+        self.X, self.y, self.T = X, y_encoded, T
+        n_classes = len(params.classes_)
+        # Nothing in the training is random: full batch, deterministic initialisation.
+        self.pinv = as_tensor(W_pinv, device).clone().requires_grad_()
+        self.bias = None
+        self.tensors = [self.pinv]
+        if params.class_bias:
+            self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
+                                    device=device, requires_grad=True)
+            self.tensors.append(self.bias)
+        self.f, self.W, self.T_t, self.text_pre = (
+            as_tensor(a, device) for a in (X, W, T, text_pre)
+        )
+        self.y_t = torch.as_tensor(y_encoded, dtype=torch.long, device=device)
+        self.options = dict(
+            n_classes=n_classes,
+            image_weight=params.image_loss_weight,
+            text_weight=params.text_loss_weight,
+            consistency_weight=params.consistency_loss_weight,
+            bias_norm_weight=params.bias_norm_loss_weight,
+            image_logit_scale=params.image_logit_scale_,
+        )
+        # Losses stay on the device until the end: one synchronisation, not one a step.
+        self.losses = []
+
+    def loss(self):
+        """The full-batch loss at the current parameters."""
+        return semobridge_t_loss(
+            self.f, self.y_t, self.pinv, self.W, self.bias, self.T_t, self.text_pre,
+            **self.options,
+        )[0]
+
+    def parameters(self):
+        """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
+        return as_numpy(self.pinv), None if self.bias is None else as_numpy(self.bias)
+
+
+def lockstep(optimizer, runs, lr):
+    """One full-batch AdamW step of every run, at learning rate ``lr``.
+
+    The runs share no tensor, so one backward pass through the sum of their losses gives
+    each its own gradient, and AdamW, elementwise, updates each as if it were alone: two
+    validation trainings cost one pass of Python and autograd overhead.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    losses = [training.loss() for training in runs]
+    sum(losses).backward()
+    optimizer.step()
+    for training, loss in zip(runs, losses):
+        training.losses.append(loss.detach())
+
+
+def run_steps(
+    runs, n_steps, *, learning_rate, weight_decay, warmup_iter, validation_interval,
+    verbose=False, checkpoint=None,
+):
+    """Step every run ``n_steps`` times on the warm-up schedule.
+
+    ``checkpoint(step)`` is called every ``validation_interval`` steps from step 0 and
+    after the last step (the parameters then have had ``step`` updates); it stops the
+    training by returning True. Returns the number of steps run.
+    """
+    optimizer = torch.optim.AdamW(
+        [tensor for training in runs for tensor in training.tensors],
+        lr=learning_rate, weight_decay=weight_decay,
+    )
+    for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
+                     leave=False):
+        at_checkpoint = step % validation_interval == 0 or step == n_steps
+        if checkpoint is not None and at_checkpoint:
+            if checkpoint(step):
+                return step
+        if step == n_steps:
+            return step
+        lr = warmup_learning_rate(
+            step, learning_rate, warmup_iter, WARMUP_START_LR
+        )
+        lockstep(optimizer, runs, lr)
+
+
+def check_converged(training):
+    """The losses of a finished training as numpy; raises if it diverged (NaN, inf)."""
+    losses = as_numpy(torch.stack(training.losses))
+    check_converging(losses, training.tensors, "SeMoBridge-T")
+    return losses
