@@ -1,0 +1,107 @@
+"""Every method at its defaults on the test beds: top-1 and log-loss, mean ± std over seeds.
+
+The transfer check of the defaults: run it on a test bed no default was chosen on (e.g.
+``fashion-tiny-b``, trained after the studies) to see whether the studies' conclusions
+hold. Test images only (the validation draw of :func:`testbeds.split_shots` is unused);
+the methods are fitted on the training shots with their default parameters and the test
+bed's text given explicitly. Prints a table and writes JSON.
+
+Usage::
+
+    python benchmarks/check_defaults.py --testbeds fashion-tiny,fashion-tiny-b --shots 1,4,16
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import log_loss
+
+import testbeds
+from sklearn_cmm import (
+    CrossModalMappingClassifier,
+    SeMoBridgeClassifier,
+    TipAdapterClassifier,
+    ZeroShotClassifier,
+)
+from sklearn_cmm.protocol.report import mean_std, run_environment, write_json
+
+#: method -> (estimator, the testbed text kwargs it takes, parameters beyond the defaults)
+METHODS = {
+    "zero-shot": (ZeroShotClassifier, "zero-shot", {}),
+    "tip-adapter": (TipAdapterClassifier, "tip-adapter", {"search": "cv"}),
+    "cmm": (CrossModalMappingClassifier, "cmm", {}),
+    "semobridge": (SeMoBridgeClassifier, "semobridge", {"search": "cv"}),
+    "semobridge-t": (SeMoBridgeClassifier, "semobridge", {"search": "cv", "train": True}),
+}
+
+
+def run(bed, methods, shots_list, seeds):
+    rows = []
+    for shots in shots_list:
+        for seed in seeds:
+            train, _, test = testbeds.split_shots(bed.y, shots, seed)
+            for method in methods:
+                estimator, text_of, params = METHODS[method]
+                clf = estimator(**bed.text_kwargs(text_of), random_state=seed, **params)
+                start = time.process_time()
+                clf.fit(bed.X[train], bed.y[train])
+                fit_s = time.process_time() - start
+                proba = clf.predict_proba(bed.X[test])
+                rows.append({
+                    "testbed": bed.name, "method": method, "shots": shots, "seed": seed,
+                    "accuracy": float(np.mean(clf.classes_[proba.argmax(1)] == bed.y[test])),
+                    "log_loss": float(log_loss(bed.y[test], proba, labels=clf.classes_)),
+                    "fit_cpu_s": fit_s,
+                })
+                print(f"{bed.name} {method} {shots}-shot seed {seed}: "
+                      f"{100 * rows[-1]['accuracy']:.2f}% in {fit_s:.1f} CPU-s", flush=True)
+    return rows
+
+
+def table(rows, methods, shots_list):
+    accuracy = mean_std(rows, ("testbed", "method", "shots"))
+    loss = mean_std(rows, ("testbed", "method", "shots"), "log_loss")
+    lines = []
+    for name in dict.fromkeys(r["testbed"] for r in rows):
+        lines.append(f"\n{name}: top-1 % (mean ± std over seeds) / log-loss")
+        lines.append(f"{'method':<14}" + "".join(f"{str(s) + '-shot':>22}" for s in shots_list))
+        for method in methods:
+            cells = ""
+            for s in shots_list:
+                mean, std, _ = accuracy[name, method, s]
+                cells += f"{100 * mean:>10.2f} ± {100 * std:4.2f} /{loss[name, method, s][0]:5.2f}"
+            lines.append(f"{method:<14}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--testbeds", default="fashion-tiny,fashion-tiny-b")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--shots", default="1,4,16")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "check_defaults.json")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    methods = args.methods.split(",")
+    shots_list = [int(s) for s in args.shots.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for name in args.testbeds.split(","):
+        rows += run(testbeds.load_testbed(name), methods, shots_list, seeds)
+    text = table(rows, methods, shots_list)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, {**run_environment(), "shots": shots_list, "seeds": seeds,
+                          "rows": rows, "table": text})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
