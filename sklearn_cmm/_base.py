@@ -92,10 +92,6 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         "calibration": [StrOptions({"temperature"}), None],
     }
 
-    #: Default of the ``calibration`` parameter, read when a subclass's constructor does
-    #: not take it (then it is not one of ``get_params``).
-    calibration = "temperature"
-
     #: Subclasses that need CLIP's text projection from the encoder set this.
     _needs_text_projection = False
 
@@ -109,6 +105,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         text_encoder="clip",
         n_shots=None,
         random_state=None,
+        calibration="temperature",
     ):
         self.text_features = text_features
         self.classes = classes
@@ -117,6 +114,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self.text_encoder = text_encoder
         self.n_shots = n_shots
         self.random_state = random_state
+        self.calibration = calibration
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):

@@ -25,6 +25,8 @@ class ZeroShotClassifier(FewShotClassifierBase):
     ----------
     %(text_parameters)s
 
+    %(calibration_parameter)s
+
     logit_scale : float, default=100.0
         CLIP's temperature: multiplies the cosines, so it shapes ``predict_proba`` but not
         ``predict``.
@@ -33,6 +35,9 @@ class ZeroShotClassifier(FewShotClassifierBase):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
+    temperature_ : float
+        Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted on
+        held-out logits of the training shots; 1 with ``calibration=None``.
     prototypes_ : ndarray of shape (n_classes, n_features)
         Unit class prototypes.
     prototype_source_ : {"text", "image_means"}
@@ -79,6 +84,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         logit_scale=100.0,
         n_shots=None,
         random_state=None,
+        calibration="temperature",
     ):
         super().__init__(
             text_features,
@@ -88,6 +94,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
             text_encoder=text_encoder,
             n_shots=n_shots,
             random_state=random_state,
+            calibration=calibration,
         )
         self.logit_scale = logit_scale
 
@@ -113,6 +120,8 @@ class TipAdapterClassifier(FewShotClassifierBase):
     ----------
     %(text_parameters)s
 
+    %(calibration_parameter)s
+
     alpha : float, default=1.0
         Weight of the cache logits (the residual ratio).
     beta : float, default=5.5
@@ -132,6 +141,9 @@ class TipAdapterClassifier(FewShotClassifierBase):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
+    temperature_ : float
+        Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted on
+        held-out logits of the training shots; 1 with ``calibration=None``.
     prototypes_ : ndarray of shape (n_classes, n_features)
         Unit class prototypes of the zero-shot part.
     prototype_source_ : {"text", "image_means"}
@@ -196,6 +208,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         n_search_trials=200,
         n_shots=None,
         random_state=None,
+        calibration="temperature",
     ):
         super().__init__(
             text_features,
@@ -205,6 +218,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             text_encoder=text_encoder,
             n_shots=n_shots,
             random_state=random_state,
+            calibration=calibration,
         )
         self.alpha = alpha
         self.beta = beta

@@ -57,6 +57,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     ----------
     %(text_parameters)s
 
+    %(calibration_parameter)s
+
     init : {"lstsq", "identity"}, default="lstsq"
         Starting map: the closed-form ridge solution above, or the identity (then the
         refinement alone learns the map).
@@ -118,6 +120,9 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
+    temperature_ : float
+        Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted on
+        held-out logits of the training shots; 1 with ``calibration=None``.
     mapping_ : ndarray of shape (n_features, n_features)
         The learned map ``W``, applied as ``normalize(X) @ W``.
     prototypes_ : ndarray of shape (n_classes, n_features)
@@ -225,6 +230,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         device="auto",
         n_shots=None,
         random_state=None,
+        calibration="temperature",
         verbose=False,
     ):
         super().__init__(
@@ -235,6 +241,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             text_encoder=text_encoder,
             n_shots=n_shots,
             random_state=random_state,
+            calibration=calibration,
         )
         self.init = init
         self.ridge = ridge

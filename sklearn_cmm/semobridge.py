@@ -66,6 +66,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
     ----------
     %(text_parameters)s
 
+    %(calibration_parameter)s
+
     text_projection : array-like of shape (width, n_features) or None, default=None
         CLIP's ``text_projection`` matrix, of the CLIP model that made ``X`` (with
         open_clip: ``model.text_projection.detach().cpu().numpy()``). None takes it from
@@ -357,6 +359,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         n_shots=None,
         device="auto",
         random_state=None,
+        calibration="temperature",
         verbose=False,
     ):
         super().__init__(
@@ -367,6 +370,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             text_encoder=text_encoder,
             n_shots=n_shots,
             random_state=random_state,
+            calibration=calibration,
         )
         self.text_projection = text_projection
         self.pinv_cutoff = pinv_cutoff
