@@ -91,7 +91,9 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
     betas, one product with the kernel of the previous beta, as
     ``exp(b' u) = exp(b u) exp((b' - b) u)``) with its class sums, and one
     ``n_queries x n_classes`` argmax per candidate: candidates sharing a ``beta`` share
-    the kernel, since ``alpha`` only weighs it. Queries go in blocks of at most
+    the kernel, since ``alpha`` only weighs it, and with many classes only the classes
+    that can win for some ``alpha`` of the kernel's candidates are compared (see
+    ``_contenders``; the argmax is exact, ties included). Queries go in blocks of at most
     ``block_entries`` affinities, so memory stays bounded whatever the cache size.
 
     Parameters
@@ -131,7 +133,7 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
         truth = cache_labels[rows]
         shifted = keys @ keys[rows].T  # affinity - 1, (n_cache, n_block)
         shifted -= 1.0
-        kernel, logits = np.empty_like(shifted), np.empty_like(zero_shot)
+        kernel = np.empty_like(shifted)
         step = step_size = None
         for k, beta in enumerate(betas):
             size = beta - betas[k - 1] if k else None
@@ -149,8 +151,37 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
                 np.exp(kernel, out=kernel)
                 kernel[rows, columns] = 0.0  # each query's own entry
             cache = indicator @ kernel  # (n_classes, n_block)
-            for i in by_beta[beta]:
-                np.multiply(cache, candidates[i]["alpha"], out=logits)
-                logits += zero_shot
-                correct[i] += np.count_nonzero(np.argmax(logits, axis=0) == truth)
+            members = by_beta[beta]
+            keep = _contenders(zero_shot, cache, max(candidates[i]["alpha"] for i in members))
+            z, c = (zero_shot, cache) if keep is None else (
+                np.take_along_axis(zero_shot, keep, 0), np.take_along_axis(cache, keep, 0)
+            )
+            logits = np.empty_like(z)
+            for i in members:
+                np.multiply(c, candidates[i]["alpha"], out=logits)
+                logits += z
+                predicted = np.argmax(logits, axis=0)
+                if keep is not None:
+                    predicted = keep[predicted, columns]
+                correct[i] += np.count_nonzero(predicted == truth)
     return correct / len(query_index)
+
+
+def _contenders(zero_shot, cache, max_alpha):
+    """Sorted ``(k, n_queries)`` indices of the classes that can win for ``alpha`` in
+    ``[0, max_alpha]``, or None when that is not much fewer than all classes.
+
+    ``zero_shot + alpha cache`` is linear in ``alpha``: a class below the ``alpha = 0``
+    winner at ``alpha = 0`` and at ``max_alpha`` is below it in between, so it never wins
+    (nor ties). Keeping, for every query, the top ``k`` classes at ``max_alpha`` (``k``
+    the most that reach the winner's value there), in class order, gives the same argmax,
+    first index among equals included.
+    """
+    n_classes, n_queries = zero_shot.shape
+    at_max = zero_shot + max_alpha * cache
+    winner = np.argmax(zero_shot, axis=0)
+    bar = at_max[winner, np.arange(n_queries)]
+    k = int(np.max(np.count_nonzero(at_max >= bar, axis=0)))
+    if k > n_classes // 4:
+        return None
+    return np.sort(np.argpartition(-at_max, k - 1, axis=0)[:k], axis=0)
