@@ -141,7 +141,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         one ``m x n_shots_total x n_features`` affinity product, one kernel of
         ``m x n_shots_total`` exponentials per distinct ``beta`` and an
         ``m x n_classes`` argmax per trial, in bounded memory: at 1000 classes x 16 shots
-        (512-d) about what predicting 3,500 images costs (``benchmarks/bench_search.py``).
+        (512-d) about what predicting 3,000 images costs (``benchmarks/bench_search.py``).
     n_search_trials : int, default=200
         Candidates tried by ``search="cv"``.
 
