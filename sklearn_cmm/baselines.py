@@ -6,10 +6,22 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
-from ._math.basic import l2_normalize, loo_prototype_cosine, one_hot
-from ._math.search import best_candidate, random_candidates
-from ._math.tip_adapter import tip_adapter_logits
+from ._math.basic import l2_normalize
+from ._math.search import random_candidates
+from ._math.tip_adapter import (
+    cache_indicator,
+    loo_accuracies,
+    loo_class_mean_cosine,
+    tip_adapter_logits,
+)
 from .text import CLIP_IMAGENET_TEMPLATES
+
+#: Largest ``n_queries x n_cache`` kernel Tip-Adapter computes at once (32 MB of float64):
+#: predictions and the search run in blocks of queries of this size.
+_KERNEL_BLOCK = 2**22
+
+#: Most training shots the leave-one-out search classifies (each against all the others).
+_MAX_SEARCH_QUERIES = 1000
 
 
 @fill_doc
@@ -131,9 +143,14 @@ class TipAdapterClassifier(FewShotClassifierBase):
     search : {"cv"} or None, default=None
         ``"cv"`` chooses ``alpha`` and ``beta`` by leave-one-out cross-validation on the
         training shots (each shot is classified by a cache without itself), from the given
-        values and ``n_search_trials - 1`` random draws in ``alpha`` in [0, 10] and
-        ``beta`` in [0.1, 10]. The score matrices are computed once, so the search costs
-        one matrix product per trial. The test set is never needed.
+        values and ``n_search_trials - 1`` random draws, ``alpha`` in [0, 10] and ``beta``
+        in [0.1, 10], ``beta`` taking ``ceil(sqrt(n_search_trials - 1))`` distinct values
+        (each shared by as many ``alpha``). The test set is never needed. Cost, with
+        ``m = min(n_shots_total, 1000)`` left-out shots (a random subset beyond 1000):
+        one ``m x n_shots_total x n_features`` affinity product, one kernel of
+        ``m x n_shots_total`` exponentials per distinct ``beta`` and an
+        ``m x n_classes`` argmax per trial, in bounded memory: at 1000 classes x 16 shots
+        (512-d) about what predicting 3,000 images costs (``benchmarks/bench_search.py``).
     n_search_trials : int, default=200
         Candidates tried by ``search="cv"``.
 
@@ -155,7 +172,8 @@ class TipAdapterClassifier(FewShotClassifierBase):
     alpha_, beta_ : float
         The weights used: the parameters, or the search's choice.
     search_score_ : float or None
-        Leave-one-out accuracy of the chosen weights on the shots (``search="cv"``).
+        Leave-one-out accuracy of the chosen weights on the (left-out) shots
+        (``search="cv"``).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -235,34 +253,49 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self.cache_labels_ = y_encoded
         self.alpha_, self.beta_, self.search_score_ = self.alpha, self.beta, None
         if self.search == "cv":
-            keys = self.cache_keys_
-            if self.prototype_source_ == "text":
-                zero_shot = keys @ self.prototypes_.T
-            else:  # image-mean prototypes would contain the query itself
-                zero_shot = loo_prototype_cosine(keys, keys, y_encoded, n_classes)
-            affinity, onehot = keys @ keys.T, one_hot(y_encoded, n_classes)
+            self._search(n_classes, rng)
 
-            def logits_of(alpha, beta):
-                return tip_adapter_logits(
-                    self.logit_scale * zero_shot, affinity, onehot, alpha, beta,
-                    leave_one_out=True,
-                )
-
-            candidates = random_candidates(
-                {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
-                {"alpha": self.alpha, "beta": self.beta},
-                self.n_search_trials,
-                rng,
-            )
-            best, self.search_score_ = best_candidate(logits_of, candidates, y_encoded)
-            self.alpha_, self.beta_ = best["alpha"], best["beta"]
+    def _search(self, n_classes, rng):
+        keys, labels = self.cache_keys_, self.cache_labels_
+        candidates = random_candidates(
+            {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+            {"alpha": self.alpha, "beta": self.beta},
+            self.n_search_trials,
+            rng,
+            shared="beta",
+        )
+        if len(keys) <= _MAX_SEARCH_QUERIES:
+            queries = np.arange(len(keys))
+        else:
+            queries = np.sort(rng.choice(len(keys), _MAX_SEARCH_QUERIES, replace=False))
+        if self.prototype_source_ == "text":
+            zero_shot = keys[queries] @ self.prototypes_.T
+        else:  # image-mean prototypes would contain the query itself
+            zero_shot = loo_class_mean_cosine(keys, labels, n_classes, queries)
+        accuracies = loo_accuracies(
+            self.logit_scale * zero_shot, keys, labels, n_classes, queries, candidates,
+            block_entries=_KERNEL_BLOCK,
+        )
+        best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
+        self.alpha_, self.beta_ = candidates[best]["alpha"], candidates[best]["beta"]
+        self.search_score_ = float(accuracies[best])
 
     def _logits(self, X):
+        # In blocks of queries, so that memory is bounded whatever the cache size.
+        indicator = cache_indicator(self.cache_labels_, len(self.classes_))
+        block = max(1, _KERNEL_BLOCK // len(self.cache_keys_))
+        logits = [
+            self._block_logits(X[start : start + block], indicator)
+            for start in range(0, len(X), block)
+        ]
+        return np.concatenate(logits) if logits else np.empty((0, len(self.classes_)))
+
+    def _block_logits(self, X, indicator):
         queries = l2_normalize(X)
         return tip_adapter_logits(
             self.logit_scale * queries @ self.prototypes_.T,
             queries @ self.cache_keys_.T,
-            one_hot(self.cache_labels_, len(self.classes_)),
+            indicator,
             self.alpha_,
             self.beta_,
         )

@@ -2,11 +2,12 @@
 
 import os
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -101,10 +102,26 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     Notes
     -----
-    Inputs may be image file paths (``str`` or ``pathlib.Path``), PIL images or uint8
-    arrays of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; grayscale
-    and RGBA images are converted to RGB first (the alpha channel is dropped). A file
-    that cannot be read is an error, never skipped, so that rows stay aligned with ``y``.
+    Inputs may be image file paths (``str`` or ``pathlib.Path``), PIL images or arrays
+    of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; grayscale and
+    RGBA images are converted to RGB first (the alpha channel is dropped).
+
+    * Orientation: files and PIL images are turned upright by their EXIF orientation tag
+      (as photo viewers show them; phone cameras store photos sideways with a tag).
+    * Bit depth: uint8 arrays and 8-bit images are used as they are. uint16 arrays and
+      16-bit images (PIL modes ``I;16*``, and mode ``I``, Pillow's mode for 16-bit files
+      of some formats, whose values must then lie in [0, 65535]) are divided by 257, so
+      that 65535 is white. Float arrays and float images (mode ``F``, e.g. float TIFFs)
+      are read as intensities in [0, 1] and multiplied by 255; values outside [0, 1], NaN
+      or inf are an error (scale such images yourself). Other dtypes are an error.
+      Values are rounded to 8 bits, the model's input precision.
+    * A 3-D array ``X`` is a batch of grayscale images ``(n_images, H, W)``; one whose
+      last dimension is 1, 3 or 4 is an error, since it reads as one image ``(H, W, C)``
+      as well: pass a single image as ``[image]`` and color batches as 4-D arrays.
+
+    An image that cannot be read or decoded, an empty (0-pixel) image or an invalid
+    array is an error naming the item (``X[i]``, and the file when known), never
+    skipped, so that rows stay aligned with ``y``.
 
     Examples
     --------
@@ -184,10 +201,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Parameters
         ----------
-        X : sequence of str, path-like, PIL images or uint8 arrays, or ndarray
+        X : sequence of str, path-like, PIL images or arrays, or ndarray
             A list, tuple, 1-D array or pandas Series of images (file paths, PIL images
-            or uint8 arrays), a one-column DataFrame of them, or a uint8 array of shape
-            ``(n_images, H, W)`` or ``(n_images, H, W, C)`` with ``C`` in 1, 3, 4.
+            or arrays), a one-column DataFrame of them, or an array of shape
+            ``(n_images, H, W)`` (``W`` not 1, 3 or 4) or ``(n_images, H, W, C)`` with
+            ``C`` in 1, 3, 4 (see Notes for bit depths).
 
         Returns
         -------
@@ -198,8 +216,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Raises
         ------
         ValueError
-            If an image file is missing or cannot be decoded (the message names it), or
-            if an item is not an image.
+            If an image file is missing or cannot be decoded, an image is empty or an
+            array invalid (the message names the item, ``X[i]``, and its file), or if
+            an item is not an image.
         """
         import torch
         import torch.nn.functional as F
@@ -214,11 +233,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if n_workers is None:
             n_workers = min(_MAX_AUTO_WORKERS, os.cpu_count() or 1)
 
-        def prepare(item):
-            return loaded.prepare(_as_rgb(item))
+        def prepare(index):
+            return loaded.prepare(_as_rgb(items[index], index))
 
         batches = _prepared_batches(
-            items, prepare, self.batch_size, n_workers, pin=loaded.device.type == "cuda"
+            range(len(items)), prepare, self.batch_size, n_workers, pin=loaded.device.type == "cuda"
         )
         features = []
         with (
@@ -287,6 +306,14 @@ def _image_items(X):
                 "An image array X must have shape (n_images, H, W) or (n_images, H, W, C); "
                 f"got shape {X.shape}. Pass a single image as a list: [image]."
             )
+        if X.dtype.kind not in "OUS" and X.ndim == 3 and X.shape[2] in (1, 3, 4):
+            raise ValueError(
+                f"X has shape {X.shape}: one image of {X.shape[0]} x {X.shape[1]} pixels "
+                f"with {X.shape[2]} channel(s), or {X.shape[0]} grayscale images of "
+                f"{X.shape[1]} x {X.shape[2]} pixels? Pass one image as a list, [image], "
+                "and a batch of color images as (n_images, H, W, C); grayscale images "
+                f"{X.shape[2]} pixels wide go as a list of (H, W) arrays."
+            )
     try:
         items = list(X)
     except TypeError as exc:
@@ -297,43 +324,102 @@ def _image_items(X):
         if not isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)):
             raise ValueError(
                 f"X[{i}] is a {type(item).__name__}; images must be file paths, PIL "
-                "images or uint8 arrays."
+                "images or arrays."
             )
     return items
 
 
-def _as_rgb(item):
-    """An image path, PIL image or uint8 array as an RGB PIL image."""
+def _as_rgb(item, index):
+    """Image ``X[index]`` (a path, PIL image or array) as an upright RGB PIL image."""
+    if isinstance(item, np.ndarray):
+        try:
+            return _rgb_of(Image.fromarray(_array_as_8bit(item)))
+        except ValueError as exc:
+            raise ValueError(f"X[{index}]: {exc}") from exc
     if isinstance(item, Image.Image):
-        image = item
-    elif isinstance(item, np.ndarray):
-        image = _array_image(item)
+        # A lazily opened image decodes here: a truncated file fails as a read error.
+        where = f" (read from {item.filename!r})" if getattr(item, "filename", "") else ""
+        what = f"Cannot decode X[{index}], a PIL image{where}"
+        opened = nullcontext(item)
     else:
         path = os.fspath(item)
-        try:
-            with Image.open(path) as image:
-                # convert() decodes the pixels, so a truncated file fails here, inside
-                # the try, rather than later.
-                return image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"Cannot read image file {path!r}: {exc}") from exc
+        what = f"Cannot read image file {path!r} (X[{index}])"
+        opened = _opened(path, what)
+    try:
+        with opened as image:
+            # exif_transpose and _rgb_of decode the pixels, so a truncated file fails
+            # here, inside the try, rather than later.
+            return _rgb_of(ImageOps.exif_transpose(image))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
+def _opened(path, what):
+    try:
+        return Image.open(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
+def _rgb_of(image):
+    """A decoded PIL image as RGB, high bit depths scaled to 8 bits (see _array_as_8bit)."""
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"the image is empty ({image.width} x {image.height} pixels).")
+    if image.mode in _HIGH_DEPTH_MODES:
+        # convert("RGB") clips these modes at 255: a 16-bit image would come out white
+        # and a float image in [0, 1] black. Scale them as arrays of the same values.
+        image = Image.fromarray(_array_as_8bit(np.asarray(image), mode=image.mode))
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _array_image(array):
-    if array.dtype != np.uint8:
+#: PIL modes holding more than 8 bits a pixel: 16-bit integers, 32-bit integers, floats.
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _array_as_8bit(array, mode=None):
+    """An image array (or a high-bit-depth PIL image's pixels) as a uint8 array.
+
+    uint8 is kept; uint16 (and PIL's ``I;16`` modes) is divided by 257, so 65535 is 255;
+    PIL's 32-bit mode ``I`` is read as 16-bit too (Pillow's mode for 16-bit files in some
+    formats), its values in [0, 65535]; floats (and PIL's mode ``F``) must lie in [0, 1]
+    and are multiplied by 255. Values are rounded to the nearest integer.
+    """
+    source = f"a mode-{mode} image" if mode else f"a {array.dtype} array"
+    if array.dtype == np.uint8:
+        scaled = array
+    elif (array.dtype.kind == "u" and array.dtype.itemsize == 2) or mode == "I":
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(
+                f"{source} is read as 16-bit (0-65535), but its values span "
+                f"[{array.min()}, {array.max()}]."
+            )
+        scaled = np.round(array / 257.0)
+    elif array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            problem = "it holds NaN or inf"
+        elif array.size and (array.min() < 0 or array.max() > 1):
+            problem = f"its values span [{array.min()}, {array.max()}]"
+        else:
+            problem = None
+        if problem:
+            raise ValueError(
+                f"{source} is read as intensities in [0, 1], but {problem}. Scale it to "
+                "[0, 1] (or to uint8) first."
+            )
+        scaled = np.round(array * 255.0)
+    else:
         raise ValueError(
-            f"Image arrays must be uint8 (0-255); got {array.dtype}. Convert with e.g. "
-            "(255 * image).round().astype(np.uint8)."
+            f"Image arrays must be uint8 (0-255), uint16 (0-65535) or float (0-1); got "
+            f"{array.dtype}. Convert with e.g. image.astype(np.uint8) if it holds 0-255 values."
         )
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+    if scaled.ndim == 3 and scaled.shape[2] == 1:
+        scaled = scaled[:, :, 0]
+    if not (scaled.ndim == 2 or (scaled.ndim == 3 and scaled.shape[2] in (3, 4))):
         raise ValueError(
             f"An image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
             f"got {array.shape}."
         )
-    return Image.fromarray(np.ascontiguousarray(array))
+    return np.ascontiguousarray(scaled, dtype=np.uint8)
 
 
 def _prepared_batches(items, prepare, batch_size, n_workers, *, pin):

@@ -5,10 +5,29 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
+    validate_params,
+)
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 
+def _labels(y):
+    """``y`` as a 1-D array of class labels: a column is raveled (with a warning, as in
+    scikit-learn); any other 2-D ``y`` is a ValueError naming its shape."""
+    return column_or_1d(np.asarray(y), warn=True)
+
+
+@validate_params(
+    {
+        "y": ["array-like"],
+        "n_shots": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def draw_shots(y, n_shots, random_state=None):
     """Indices of ``n_shots`` random samples of each class, and of the others.
 
@@ -31,9 +50,10 @@ def draw_shots(y, n_shots, random_state=None):
     Raises
     ------
     ValueError
-        If a class has fewer than ``n_shots`` samples.
+        If ``y`` is not 1-D or a class has fewer than ``n_shots`` samples (a class with
+        exactly ``n_shots`` gives them all as shots).
     """
-    y = np.asarray(y)
+    y = _labels(y)
     rng = check_random_state(random_state)
     classes, y_encoded = np.unique(y, return_inverse=True)
     counts = np.bincount(y_encoded)
@@ -88,24 +108,32 @@ class FewShotSplit(BaseCrossValidator):
     ([2, 2, 2], 24)
     """
 
-    @validate_params(
-        {
-            "n_shots": [Interval(Integral, 1, None, closed="left")],
-            "n_splits": [Interval(Integral, 1, None, closed="left")],
-            "test_size": [
-                Interval(Real, 0, 1, closed="neither"),
-                Interval(Integral, 1, None, closed="left"),
-                None,
-            ],
-            "random_state": ["random_state"],
-        },
-        prefer_skip_nested_validation=True,
-    )
+    _parameter_constraints = {
+        "n_shots": [Interval(Integral, 1, None, closed="left")],
+        "n_splits": [Interval(Integral, 1, None, closed="left")],
+        "test_size": [
+            Interval(Real, 0, 1, closed="neither"),
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
+        "random_state": ["random_state"],
+    }
+
     def __init__(self, n_shots=1, n_splits=5, *, test_size=None, random_state=None):
         self.n_shots = n_shots
         self.n_splits = n_splits
         self.test_size = test_size
         self.random_state = random_state
+        self._check_params()
+
+    def _check_params(self):
+        # At construction (as scikit-learn's splitters do) and again in split, since the
+        # attributes may be set in between.
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
 
     def split(self, X, y, groups=None):
         """Generate indices to split data into training and test set.
@@ -125,11 +153,27 @@ class FewShotSplit(BaseCrossValidator):
             The training set indices for that split.
         test : ndarray
             The testing set indices for that split.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, ``y`` is not 1-D, or a class has no more than
+            ``n_shots`` samples (nothing of it would be left to test on).
         """
-        y = np.asarray(y)
+        self._check_params()
+        y = _labels(y)
         check_classification_targets(y)
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} samples but y has {len(y)}.")
+        classes, counts = np.unique(y, return_counts=True)
+        exact = classes[counts == self.n_shots]
+        if exact.size:
+            raise ValueError(
+                f"n_shots={self.n_shots} but classes {exact.tolist()!r} have exactly "
+                f"{self.n_shots} samples: every split would train on all of them and "
+                "test on none. FewShotSplit needs more than n_shots samples per class; "
+                "lower n_shots or drop these classes."
+            )
         rng = check_random_state(self.random_state)
         for _ in range(self.n_splits):
             train, rest = draw_shots(y, self.n_shots, rng)

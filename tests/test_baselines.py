@@ -1,4 +1,5 @@
 import pickle
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,15 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier
+from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier, baselines
+from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot
+from sklearn_cmm._math.search import random_candidates
+from sklearn_cmm._math.tip_adapter import (
+    cache_indicator,
+    loo_accuracies,
+    loo_class_mean_cosine,
+    tip_adapter_logits,
+)
 from sklearn_cmm.model_selection import FewShotSplit
 
 from .test_text import HashEncoder
@@ -143,3 +152,141 @@ def test_bad_inputs_name_the_problem():
         ZeroShotClassifier(text_features=T).fit(np.where(X > 2, np.nan, X), y)
     with pytest.raises(ValueError, match="class_names"):
         ZeroShotClassifier(text_encoder=HashEncoder(dim=16)).fit(X, y)
+
+
+# --- Tip-Adapter at scale: the search's math, bounded predictions ------------------------
+
+
+def _unit(rng, shape):
+    return l2_normalize(rng.randn(*shape))
+
+
+def _loo_accuracy_reference(zs, keys, labels, n_classes, queries, alpha, beta):
+    # The obvious way: the dense one-hot and the full kernel, own entries zeroed.
+    logits = tip_adapter_logits(zs, keys @ keys.T, one_hot(labels, n_classes), alpha, beta,
+                                leave_one_out=True)
+    return np.mean(np.argmax(logits[queries], axis=1) == labels[queries])
+
+
+@pytest.mark.parametrize("block_entries, n_classes", [(2**22, 5), (30, 5), (2**22, 60)])
+def test_loo_accuracies_match_the_dense_reference(block_entries, n_classes):
+    # 60 classes: few of them can win, and only those are compared.
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(n_classes), 4)
+    labels = labels[rng.permutation(len(labels))]
+    centers = _unit(rng, (n_classes, 6))
+    keys = l2_normalize(centers[labels] + 0.5 * rng.randn(len(labels), 6))
+    zs = 3 * keys @ l2_normalize(centers + 0.5 * rng.randn(n_classes, 6)).T
+    queries = np.arange(1, len(labels), 3)
+    candidates = random_candidates({"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                                   {"alpha": 1.0, "beta": 5.5}, 40, rng, shared="beta")
+    candidates += [{"alpha": 2.0, "beta": 0.7}, {"alpha": 4.0, "beta": 9.1}]  # not a grid
+    accuracies = loo_accuracies(zs[queries], keys, labels, n_classes, queries, candidates,
+                                block_entries=block_entries)
+    expected = [_loo_accuracy_reference(zs, keys, labels, n_classes, queries, **c)
+                for c in candidates]
+    np.testing.assert_allclose(accuracies, expected)
+    assert len(set(expected)) > 1  # the candidates differ, so the check has teeth
+
+
+def test_cache_indicator_is_the_one_hot_matrix():
+    labels = np.array([2, 0, 2, 1])
+    np.testing.assert_array_equal(cache_indicator(labels, 4).toarray(), one_hot(labels, 4))
+
+
+def test_loo_class_mean_cosine_is_loo_prototype_cosine_of_the_queries():
+    rng = np.random.RandomState(1)
+    labels = np.array([0, 0, 1, 1, 1, 2, 3, 3])  # class 2 has one item: it scores 0
+    keys = _unit(rng, (8, 5))
+    queries = np.array([1, 4, 5, 7])
+    np.testing.assert_allclose(loo_class_mean_cosine(keys, labels, 4, queries),
+                               loo_prototype_cosine(keys, keys, labels, 4)[queries])
+
+
+@pytest.mark.parametrize("n_trials", [1, 2, 5, 50, 200])
+def test_shared_candidates_share_an_evenly_spaced_grid(n_trials):
+    space = {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)}
+    candidates = random_candidates(space, {"alpha": 1.0, "beta": 5.5}, n_trials, 0, shared="beta")
+    assert len(candidates) == n_trials and candidates[0] == {"alpha": 1.0, "beta": 5.5}
+    betas = [c["beta"] for c in candidates[1:]]
+    grid = sorted(set(betas))
+    assert len(grid) == int(np.ceil(np.sqrt(n_trials - 1)))
+    assert betas == sorted(betas)  # runs of one value are adjacent
+    if len(grid) > 1:
+        np.testing.assert_allclose(np.diff(grid), 9.9 / len(grid))
+    assert all(0.1 <= b <= 10 and 0 <= c["alpha"] <= 10 for b, c in zip(betas, candidates[1:]))
+
+
+@pytest.mark.parametrize("text", [True, False])
+def test_search_score_is_the_true_leave_one_out_accuracy(text):
+    # The estimator-level check of "leave the shot out": the search's score must be the
+    # accuracy of refitting without each shot and predicting it. A search that let each
+    # shot see itself would score 1.0 here (alpha and beta large enough to memorise).
+    X, y, T = _problem(seed=4, per_class=6, noise=2.5)
+    params = dict(logit_scale=10.0, search="cv", n_search_trials=30, random_state=0)
+    if text:
+        params["text_features"] = T
+    else:
+        params["text_encoder"] = None
+    searched = TipAdapterClassifier(**params).fit(X, y)
+    fixed = {**params, "search": None, "alpha": searched.alpha_, "beta": searched.beta_}
+    hits = [
+        TipAdapterClassifier(**fixed).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0]
+        == y[i]
+        for i in range(len(y))
+    ]
+    assert searched.search_score_ == pytest.approx(np.mean(hits))
+    assert searched.search_score_ < 1.0
+    memorising = TipAdapterClassifier(**{**fixed, "alpha": 10.0, "beta": 10.0}).fit(X, y)
+    assert memorising.score(X, y) == 1.0  # what a search without leave-one-out would see
+
+
+def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
+    X, y, T = _problem(per_class=12)
+    seen = []
+
+    def recording(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs):
+        seen.append(queries)
+        return loo_accuracies(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs)
+
+    monkeypatch.setattr(baselines, "loo_accuracies", recording)
+    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 10)
+    clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
+    (queries,) = seen
+    assert len(queries) == 10 == len(np.unique(queries)) and queries.max() < len(y)
+    assert (10 * clf.search_score_) == pytest.approx(round(10 * clf.search_score_))
+    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 1000)
+    TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
+    np.testing.assert_array_equal(seen[1], np.arange(len(y)))  # all shots when few
+
+
+def test_predict_runs_in_bounded_blocks(monkeypatch):
+    X, y, T = _problem(per_class=12)  # a cache of 48 shots
+    clf = TipAdapterClassifier(text_features=T, alpha=2.0, beta=3.0).fit(X, y)
+    whole = clf.decision_function(X)
+    blocks = []
+
+    def recording(zero_shot, affinity, onehot, alpha, beta):
+        blocks.append(affinity.shape)
+        return tip_adapter_logits(zero_shot, affinity, onehot, alpha, beta)
+
+    monkeypatch.setattr(baselines, "tip_adapter_logits", recording)
+    monkeypatch.setattr(baselines, "_KERNEL_BLOCK", 100)  # 2 queries x 48 shots a block
+    np.testing.assert_allclose(clf.decision_function(X), whole)
+    assert blocks and all(rows * cache <= 100 for rows, cache in blocks)
+    assert sum(rows for rows, _ in blocks) == len(X)
+
+
+def test_predicting_one_row_does_not_scale_with_classes_times_shots():
+    # 3000 classes x 2 shots: a dense one-hot cache matrix would be 144 MB a call.
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(3000), 2)
+    X = rng.randn(len(y), 8)
+    clf = TipAdapterClassifier(text_encoder=None).fit(X, y)
+    tracemalloc.start()
+    try:
+        clf.predict(X[:1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6

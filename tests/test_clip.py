@@ -155,6 +155,29 @@ def test_bad_pretrained_is_a_clear_error(tiny_clip, tmp_path):
         load_model(tiny_clip.name, "bundled")
 
 
+@pytest.mark.parametrize("kind", ["garbage safetensors", "garbage pt", "another model's weights"])
+def test_unloadable_checkpoint_is_a_value_error_naming_file_and_model(tiny_clip, tmp_path, kind):
+    if kind == "another model's weights":  # the bundled model's into the tiny test model
+        checkpoint = config.BUNDLED_DIR / "sklearn-cmm-fashion-tiny.safetensors"
+    else:
+        checkpoint = tmp_path / ("junk.safetensors" if "safetensors" in kind else "junk.pt")
+        checkpoint.write_bytes(b"these are not weights" * 20)
+    with pytest.raises(ValueError, match=(
+        f"Cannot load the checkpoint '{checkpoint}' into CLIP model '{tiny_clip.name}'"
+    )) as info:
+        CLIPFeaturizer(tiny_clip.name, pretrained=checkpoint).fit(None)
+    assert info.value.__cause__ is not None  # the underlying error stays attached
+
+
+def test_unknown_model_message_lists_only_models():
+    names = config.bundled_model_names()
+    assert "sklearn-cmm-fashion-tiny" in names
+    assert not [n for n in names if n.endswith(".train")]
+    with pytest.raises(ValueError, match=r"a bundled model \(sklearn-cmm-fashion-tiny\) or") as info:
+        CLIPFeaturizer("no-such-model").fit(None)
+    assert ".train" not in str(info.value)
+
+
 def test_bundled_model_uses_its_preprocess_cfg(bundled_dir, count_loads, monkeypatch):
     folder, name, preprocess = bundled_dir
     monkeypatch.setattr(config, "BUNDLED_DIR", folder)

@@ -138,7 +138,9 @@ def test_missing_and_corrupt_files_are_errors_naming_the_file(featurizer, image_
         ("image.jpg", "got a single str. Wrap it in a list"),
         (Image.new("RGB", (8, 8)), "got a single Image"),
         ([], "no image"),
-        ([np.zeros((8, 8, 3))], "must be uint8"),
+        ([np.zeros((8, 8, 3), np.int64)], r"X\[0\]: Image arrays must be uint8.*got int64"),
+        ([np.full((8, 8, 3), 2.0)], r"X\[0\]: .*in \[0, 1\].*span \[2.0, 2.0\]"),
+        ([np.full((8, 8), np.nan)], "NaN"),
         ([np.zeros((8, 8, 2), np.uint8)], "shape \\(H, W\\)"),
         ([3], "X\\[0\\] is a int"),
         (np.zeros((8, 8), np.uint8), "shape \\(n_images, H, W\\)"),
@@ -308,3 +310,136 @@ def test_the_model_is_shared_not_copied(featurizer, tiny_clip):
     loaded = clip_model.load_model(tiny_clip.name, tiny_clip.checkpoint)
     assert not any(isinstance(v, (torch.nn.Module, clip_model.LoadedModel)) for v in vars(featurizer).values())
     assert loaded is clip_model.load_model(tiny_clip.config_path, tiny_clip.checkpoint, device="cpu")
+
+
+# --- real photos: orientation, bit depth, ambiguous and empty inputs ---------------------
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled model and 4 bundled Fashion-MNIST images (uint8, 28 x 28)."""
+    from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+
+    featurizer = CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled", num_workers=0)
+    images = load_fashion_mnist_sample().images[::500][:4]
+    return featurizer.fit(None), images, featurizer.transform(list(images))
+
+
+def _cosines(a, b):
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def _with_orientation(image, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def test_exif_orientation_is_applied_to_files_and_pil_images(bundled, tmp_path):
+    featurizer, images, upright = bundled
+    # Orientation 6 (a phone held upright): the pixels are stored turned 90 degrees
+    # counter-clockwise and the viewer turns them back clockwise.
+    stored = [Image.fromarray(a).transpose(Image.Transpose.ROTATE_90) for a in images]
+    paths = []
+    for i, image in enumerate(stored):
+        paths.append(tmp_path / f"phone{i}.png")
+        image.save(paths[-1], exif=_with_orientation(image, 6))
+    sideways = featurizer.transform(stored)  # no tag: the pixels as stored
+    assert np.min(_cosines(sideways, upright)) < 0.99  # the test can tell
+    for X in (paths, [Image.open(p) for p in paths]):
+        assert np.min(_cosines(featurizer.transform(X), upright)) >= 0.99
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_comes_out_upright(featurizer, tmp_path, orientation):
+    # What each tag asks a viewer to do to the stored pixels; stored = its inverse.
+    undo = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+            6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+    inverse = {6: "ROTATE_90", 8: "ROTATE_270"}
+    upright = Image.fromarray(_arrays(1, seed=5)[0])
+    name = inverse.get(orientation, undo.get(orientation))
+    stored = upright if name is None else upright.transpose(getattr(Image.Transpose, name))
+    path = tmp_path / "photo.png"
+    stored.save(path, exif=_with_orientation(stored, orientation))
+    featurizer.fit(None)
+    np.testing.assert_allclose(featurizer.transform([path]), featurizer.transform([upright]),
+                               atol=1e-6)
+
+
+def test_16_bit_and_float_images_embed_like_their_8_bit_versions(bundled, tmp_path):
+    featurizer, images, upright = bundled
+    wide = [a.astype(np.uint16) * 257 for a in images]  # 16 bits, same picture
+    unit = [(a / 255).astype(np.float32) for a in images]  # floats in [0, 1]
+    png16, tif_float = [], []
+    for i, (w, u) in enumerate(zip(wide, unit)):
+        png16.append(tmp_path / f"deep{i}.png")
+        Image.fromarray(w).save(png16[-1])
+        tif_float.append(tmp_path / f"float{i}.tif")
+        Image.fromarray(u).save(tif_float[-1])
+    assert Image.open(png16[0]).mode.startswith("I;16")
+    assert Image.open(tif_float[0]).mode == "F"
+    inputs = {
+        "16-bit PNG files": png16,
+        "float TIFF files": tif_float,
+        "I;16 PIL images": [Image.fromarray(w) for w in wide],
+        "mode-I PIL images": [Image.fromarray(w.astype(np.int32)) for w in wide],
+        "mode-F PIL images": [Image.fromarray(u) for u in unit],
+        "uint16 arrays": wide,
+        "float arrays": unit,
+        "float64 RGB arrays": [np.repeat(u[:, :, None], 3, axis=2).astype(np.float64)
+                               for u in unit],
+        "a uint16 batch": np.stack(wide),
+        "a float batch": np.stack(unit),
+    }
+    for what, X in inputs.items():
+        cosines = _cosines(featurizer.transform(X), upright)
+        assert np.min(cosines) >= 0.99, what
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.full((6, 6), 70000, np.int32), r"X\[0\].*mode-I image is read as 16-bit.*70000"),
+    (np.full((6, 6), 1.5, np.float32), r"X\[0\].*mode-F image.*\[0, 1\].*1.5"),
+])
+def test_out_of_range_high_depth_pil_images_are_errors(featurizer, values, message):
+    featurizer.fit(None)
+    with pytest.raises(ValueError, match=message):
+        featurizer.transform([Image.fromarray(values)])
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 3), (28, 28, 4), (28, 28, 1)])
+def test_one_image_array_as_X_is_an_error_naming_both_readings(featurizer, shape):
+    featurizer.fit(None)
+    with pytest.raises(ValueError, match=r"one image of 28 x 28 pixels.*or 28 grayscale images.*\[image\]"):
+        featurizer.transform(np.zeros(shape, np.uint8))
+    assert featurizer.transform([np.zeros(shape, np.uint8)]).shape[0] == 1
+    assert featurizer.transform(np.zeros((2, *shape), np.uint8)).shape[0] == 2
+
+
+def test_grayscale_batches_are_still_batches(featurizer):
+    featurizer.fit(None)
+    assert featurizer.transform(np.zeros((3, 28, 28), np.uint8)).shape[0] == 3
+
+
+@pytest.mark.parametrize("empty", [
+    Image.new("RGB", (0, 0)), Image.new("L", (5, 0)), np.zeros((0, 0), np.uint8),
+    np.zeros((0, 7, 3), np.uint8),
+])
+def test_empty_images_are_errors(featurizer, empty):
+    featurizer.fit(None)
+    with pytest.raises(ValueError, match=r"X\[1\].*empty"):
+        featurizer.transform([_arrays(1)[0], empty])
+
+
+def test_errors_mid_batch_name_the_item(featurizer, image_files, tmp_path):
+    featurizer.fit(None)
+    good = _arrays(3)
+    with pytest.raises(ValueError, match=r"X\[2\]: Image arrays must be uint8"):
+        featurizer.transform([good[0], good[1], good[2].astype(np.int64)])
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(_arrays(1, seed=3)[0]).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    lazy = Image.open(truncated)  # opening reads the header only
+    with pytest.raises(ValueError, match=r"Cannot decode X\[1\], a PIL image \(read from '.*truncated.png'\)"):
+        featurizer.transform([Image.fromarray(good[0]), lazy])
+    with pytest.raises(ValueError, match=r"Cannot read image file '.*truncated.png' \(X\[2\]\)"):
+        featurizer.transform([*image_files.paths[:2], truncated])

@@ -57,3 +57,46 @@ def test_works_with_cross_val_score():
         ZeroShotClassifier(text_encoder=None), X, y, cv=FewShotSplit(2, 3, random_state=0)
     )
     assert scores.shape == (3,) and np.all(scores > 0.5)
+
+
+def test_draw_shots_takes_a_class_with_exactly_n_shots():
+    y = np.repeat([0, 1], [3, 5])
+    shots, rest = draw_shots(y, 3, random_state=0)
+    np.testing.assert_array_equal(shots[y[shots] == 0], [0, 1, 2])
+    assert np.bincount(y[shots]).tolist() == [3, 3] and set(y[rest]) == {1}
+
+
+def test_split_refuses_a_class_left_with_nothing_to_test():
+    y = np.repeat(["a", "b", "c"], [2, 5, 2])
+    with pytest.raises(ValueError, match=r"\['a', 'c'\] have exactly 2"):
+        next(FewShotSplit(2).split(np.zeros((9, 1)), y))
+    next(FewShotSplit(1).split(np.zeros((9, 1)), y))  # one sample left for each class
+
+
+def test_split_all_classes_exactly_n_shots_is_an_error_not_nan():
+    y = np.repeat([0, 1], 2)
+    X = np.eye(2, 3)[y]
+    with pytest.raises(ValueError, match="exactly 2"):
+        cross_val_score(ZeroShotClassifier(text_encoder=None), X, y, cv=FewShotSplit(2, 1))
+
+
+@pytest.mark.parametrize("name, value", [("n_shots", 0), ("n_shots", -1), ("n_splits", 0),
+                                         ("test_size", 1.5)])
+def test_split_checks_parameters_set_after_construction(name, value):
+    cv = FewShotSplit(1)
+    setattr(cv, name, value)
+    with pytest.raises(ValueError, match=name):
+        next(cv.split(np.zeros((6, 1)), np.repeat([0, 1], 3)))
+
+
+def test_two_d_y_is_a_clear_error():
+    y = np.repeat([0, 1], 3).reshape(3, 2)
+    with pytest.raises(ValueError, match=r"1d array.*\(3, 2\)"):
+        next(FewShotSplit(1).split(np.zeros((3, 1)), y))
+    with pytest.raises(ValueError, match=r"1d array.*\(3, 2\)"):
+        draw_shots(y, 1)
+
+
+def test_draw_shots_checks_n_shots():
+    with pytest.raises(ValueError, match="n_shots"):
+        draw_shots([0, 0, 1, 1], 0)

@@ -120,6 +120,19 @@ def test_coop_draw_is_coops_and_reproducible():
     assert set(one) != set(two)
 
 
+def test_coop_draw_samples_a_class_with_exactly_n_shots():
+    # CoOp calls random.sample on a class with exactly n_shots images too: skipping it
+    # (keeping the images in order without drawing) would shift every later class's draw.
+    labels = np.repeat([0, 1], [3, 5])
+    train, _, _ = coop_few_shot(labels, None, 3, seed=7, n_val_shots=1)
+    rng = random.Random(7)
+    expected = rng.sample([0, 1, 2], 3) + rng.sample([3, 4, 5, 6, 7], 3)
+    assert train.tolist() == expected
+    short, _, _ = coop_few_shot(np.repeat([0, 1], [2, 5]), None, 3, seed=7, n_val_shots=1)
+    rng = random.Random(7)
+    assert short.tolist() == [0, 1] + rng.sample([2, 3, 4, 5, 6], 3)  # fewer: all, no draw
+
+
 def test_without_val_split_validation_comes_from_unused_training_images():
     labels = np.repeat(np.arange(5), 30)
     train, val, from_train = coop_few_shot(labels, np.array([], int), 16, seed=1)

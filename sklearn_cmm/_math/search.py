@@ -1,11 +1,21 @@
 """Cheap hyper-parameter search over blend weights whose score matrices are fixed."""
 
+import math
+
 import numpy as np
 from sklearn.utils import check_random_state
 
 
-def random_candidates(space, defaults, n_trials, random_state=None):
+def random_candidates(space, defaults, n_trials, random_state=None, *, shared=None):
     """``defaults`` first, then ``n_trials - 1`` draws uniform in the boxes of ``space``.
+
+    With ``shared`` (a parameter name), that parameter takes only
+    ``n = ceil(sqrt(n_trials - 1))`` values, evenly spaced over its interval with one
+    random offset (``low + (k + u) (high - low) / n``), each shared by a run of adjacent
+    candidates whose other parameters are drawn one by one: for a search whose cost is
+    in what that parameter changes (Tip-Adapter's kernel sharpness), the draws cost
+    ``sqrt(n_trials)`` expensive evaluations instead of ``n_trials``, and a stratified
+    grid covers the interval more evenly than as many random draws.
 
     Parameters
     ----------
@@ -15,15 +25,32 @@ def random_candidates(space, defaults, n_trials, random_state=None):
         The estimator's own values; tried first so that they win ties.
     n_trials : int
     random_state : int, RandomState instance or None
+    shared : str or None, default=None
+        The parameter whose values runs of candidates share.
 
     Returns
     -------
     candidates : list of dict
     """
     rng = check_random_state(random_state)
+    n_draws = n_trials - 1
+    if shared is None:
+        draws = [
+            {name: float(rng.uniform(low, high)) for name, (low, high) in space.items()}
+            for _ in range(n_draws)
+        ]
+        return [dict(defaults), *draws]
+    n_values = math.isqrt(n_draws - 1) + 1 if n_draws else 0  # ceil(sqrt(n_draws))
+    low, high = space[shared]
+    offset = rng.uniform()
+    values = [float(low + (k + offset) * (high - low) / n_values) for k in range(n_values)]
     draws = [
-        {name: float(rng.uniform(low, high)) for name, (low, high) in space.items()}
-        for _ in range(n_trials - 1)
+        {
+            name: values[i * len(values) // n_draws] if name == shared
+            else float(rng.uniform(low, high))
+            for name, (low, high) in space.items()
+        }
+        for i in range(n_draws)
     ]
     return [dict(defaults), *draws]
 
