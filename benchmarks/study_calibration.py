@@ -15,7 +15,7 @@ log-loss and the expected calibration error (15 equal-width bins):
     training shots (what the default ``_calibration_logits`` gives every method).
 ``honest``
     ``predict_proba``: ``T = temperature_``, fitted on the method's held-out logits of the
-    shots (:data:`HONEST_LOGITS`).
+    shots (each estimator's ``_calibration_logits``).
 
 Accuracy is the same for the three: a temperature does not change the argmax.
 
@@ -48,20 +48,11 @@ from sklearn_cmm import (  # noqa: E402
     TipAdapterClassifier,
     ZeroShotClassifier,
 )
-from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot  # noqa: E402
 from sklearn_cmm._math.calibration import (  # noqa: E402
     expected_calibration_error,
     fit_temperature,
     laplace_smoothing,
 )
-from sklearn_cmm._math.semobridge import (  # noqa: E402
-    bridge,
-    class_weights,
-    loo_score_matrices,
-    pseudo_tokens,
-    semobridge_logits,
-)
-from sklearn_cmm._math.tip_adapter import tip_adapter_logits  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "study_calibration.json"
 SHOTS = (1, 4, 16)
@@ -73,64 +64,6 @@ METHODS = {
     "cmm": (CrossModalMappingClassifier, "cmm", {"device": "cpu"}),
     "semobridge-cv": (SeMoBridgeClassifier, "semobridge", {"search": "cv", "device": "cpu"}),
 }
-
-
-# ---------------------------------------------------------------- honest logits of the shots
-# The ``_calibration_logits`` overrides proposed for the estimators (see the user guide);
-# installed below only on a class that does not define its own yet.
-
-
-def _tip_adapter_calibration_logits(self, X, y_encoded, class_text, rng):
-    """Leave-one-out logits: each shot scored by the cache without itself."""
-    n_classes, keys = len(self.classes_), self.cache_keys_
-    if self.prototype_source_ == "text":
-        zero_shot = keys @ self.prototypes_.T
-    else:
-        zero_shot = loo_prototype_cosine(keys, keys, y_encoded, n_classes)
-    return tip_adapter_logits(
-        self.logit_scale * zero_shot, keys @ keys.T, one_hot(y_encoded, n_classes),
-        self.alpha_, self.beta_, leave_one_out=True,
-    )
-
-
-def _semobridge_calibration_logits(self, X, y_encoded, class_text, rng):
-    """Leave-one-out logits of the blend: the score matrices of ``search="cv"``."""
-    bias = self.class_bias_
-    W_pinv, W = self.projection_pinv_, self.text_projection_
-    f_hat_shots = pseudo_tokens(X, W_pinv, None if bias is None else bias[y_encoded]) @ W
-    f_hat = f_hat_shots if bias is None else bridge(X, W_pinv, W)
-    z1, z2, z3 = loo_score_matrices(
-        X, f_hat, f_hat_shots, y_encoded, len(self.classes_),
-        self.text_prototypes_ if self.prototype_source_ == "text" else None,
-    )
-    return semobridge_logits(
-        z1, z2, z3, self.class_weights_, self.alpha_, self.beta_, self.gamma_,
-        self.lambda1_, self.lambda2_, self.lambda3_,
-    )
-
-
-def _cmm_calibration_logits(self, X, y_encoded, class_text, rng):
-    """Logits of each shot by a CMM fitted on the other folds (3 folds: 3 extra fits)."""
-    return self._cross_fitted_logits(X, y_encoded, class_text, rng, n_folds=3)
-
-
-def _zero_shot_calibration_logits(self, X, y_encoded, class_text, rng):
-    """Text: the plain logits; text-free: each shot's own class mean without it."""
-    if self.prototype_source_ == "text":
-        return self._logits(np.asarray(X, dtype=np.float64))
-    V = l2_normalize(np.asarray(X, dtype=np.float64))
-    return self.logit_scale * loo_prototype_cosine(V, V, y_encoded, len(self.classes_))
-
-
-HONEST_LOGITS = {
-    ZeroShotClassifier: _zero_shot_calibration_logits,
-    TipAdapterClassifier: _tip_adapter_calibration_logits,
-    SeMoBridgeClassifier: _semobridge_calibration_logits,
-    CrossModalMappingClassifier: _cmm_calibration_logits,
-}
-for _cls, _hook in HONEST_LOGITS.items():
-    if "_calibration_logits" not in vars(_cls):
-        _cls._calibration_logits = _hook
 
 
 # ------------------------------------------------------------------------------- the study

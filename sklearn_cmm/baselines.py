@@ -115,6 +115,15 @@ class ZeroShotClassifier(FewShotClassifierBase):
             X, y_encoded, len(self.classes_), class_text
         )
 
+    def _calibration_logits(self, X, y_encoded, class_text, rng):
+        if self.prototype_source_ == "text":  # the shots do not shape the logits
+            return super()._calibration_logits(X, y_encoded, class_text, rng)
+        # Image-mean prototypes: each shot against its class mean without itself.
+        keys = l2_normalize(np.asarray(X, dtype=np.float64))
+        n_classes = len(self.classes_)
+        own = np.arange(len(keys))
+        return self.logit_scale * loo_class_mean_cosine(keys, y_encoded, n_classes, own), y_encoded
+
     def _logits(self, X):
         return self.logit_scale * l2_normalize(X) @ self.prototypes_.T
 
@@ -264,14 +273,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             rng,
             shared="beta",
         )
-        if len(keys) <= _MAX_SEARCH_QUERIES:
-            queries = np.arange(len(keys))
-        else:
-            queries = np.sort(rng.choice(len(keys), _MAX_SEARCH_QUERIES, replace=False))
-        if self.prototype_source_ == "text":
-            zero_shot = keys[queries] @ self.prototypes_.T
-        else:  # image-mean prototypes would contain the query itself
-            zero_shot = loo_class_mean_cosine(keys, labels, n_classes, queries)
+        queries, zero_shot = self._held_out_zero_shot(rng)
         accuracies = loo_accuracies(
             self.logit_scale * zero_shot, keys, labels, n_classes, queries, candidates,
             block_entries=_KERNEL_BLOCK,
@@ -279,6 +281,32 @@ class TipAdapterClassifier(FewShotClassifierBase):
         best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
         self.alpha_, self.beta_ = candidates[best]["alpha"], candidates[best]["beta"]
         self.search_score_ = float(accuracies[best])
+
+    def _held_out_zero_shot(self, rng):
+        """Shots to score by leave-one-out (at most ``_MAX_SEARCH_QUERIES``) and their
+        zero-shot cosines, the shot itself left out of image-mean prototypes."""
+        keys, labels = self.cache_keys_, self.cache_labels_
+        if len(keys) <= _MAX_SEARCH_QUERIES:
+            queries = np.arange(len(keys))
+        else:
+            queries = np.sort(rng.choice(len(keys), _MAX_SEARCH_QUERIES, replace=False))
+        if self.prototype_source_ == "text":
+            return queries, keys[queries] @ self.prototypes_.T
+        return queries, loo_class_mean_cosine(keys, labels, len(self.classes_), queries)
+
+    def _calibration_logits(self, X, y_encoded, class_text, rng):
+        # Leave-one-out logits at the chosen alpha and beta: a shot's own cache entry
+        # would make its logits optimistic.
+        queries, zero_shot = self._held_out_zero_shot(rng)
+        logits = tip_adapter_logits(
+            self.logit_scale * zero_shot,
+            self.cache_keys_[queries] @ self.cache_keys_.T,
+            cache_indicator(self.cache_labels_, len(self.classes_)),
+            self.alpha_,
+            self.beta_,
+            own_entries=queries,
+        )
+        return logits, self.cache_labels_[queries]
 
     def _logits(self, X):
         # In blocks of queries, so that memory is bounded whatever the cache size.

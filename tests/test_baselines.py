@@ -164,7 +164,7 @@ def _unit(rng, shape):
 def _loo_accuracy_reference(zs, keys, labels, n_classes, queries, alpha, beta):
     # The obvious way: the dense one-hot and the full kernel, own entries zeroed.
     logits = tip_adapter_logits(zs, keys @ keys.T, one_hot(labels, n_classes), alpha, beta,
-                                leave_one_out=True)
+                                own_entries=np.arange(len(keys)))
     return np.mean(np.argmax(logits[queries], axis=1) == labels[queries])
 
 

@@ -217,7 +217,7 @@ def test_cross_fitted_logits_with_one_fold_per_shot_are_leave_one_out():
     keys = l2_normalize(X)
     expected = tip_adapter_logits(
         100 * keys @ clf.prototypes_.T, keys @ keys.T, one_hot(y, 4), 2.0, 3.0,
-        leave_one_out=True,
+        own_entries=np.arange(len(y)),
     )
     np.testing.assert_allclose(logits, expected, rtol=1e-10)
     for name, value in before.items():  # the estimator is untouched
@@ -269,3 +269,32 @@ def _class_text(T):
         np.arange(len(T)), T.shape[1], text_features=T, text_classes=None, class_names=None,
         templates=["{}"], text_encoder=None, with_projection=False, recorded_encoder=None,
     )
+
+
+# ------------------------------------------------- each estimator's honest logits of the shots
+
+
+def test_tip_adapter_calibrates_on_leave_one_out_logits():
+    X, y, _, T = _problem()
+    clf = TipAdapterClassifier(text_features=T, alpha=2.0, beta=3.0).fit(X, y)
+    logits, labels = clf._calibration_logits(X, y, _class_text(T), np.random.RandomState(0))
+    keys = l2_normalize(X)
+    kernel = np.exp(-3.0 * (1 - keys @ keys.T))
+    np.fill_diagonal(kernel, 0.0)  # a shot never sees its own cache entry
+    expected = 100 * keys @ l2_normalize(T).T + 2.0 * kernel @ one_hot(y, 4)
+    np.testing.assert_allclose(logits, expected, rtol=1e-10)
+    np.testing.assert_array_equal(labels, y)
+    assert clf.temperature_ == pytest.approx(
+        fit_temperature(expected, y, smoothing=laplace_smoothing(len(y))), rel=1e-6
+    )
+
+
+def test_text_free_zero_shot_calibrates_without_the_shot_in_its_class_mean():
+    X, y, _, _ = _problem()
+    clf = ZeroShotClassifier(text_encoder=None, logit_scale=10.0).fit(X, y)
+    logits, _ = clf._calibration_logits(X, y, None, np.random.RandomState(0))
+    keys = l2_normalize(X)
+    for i in range(len(y)):
+        others = (y == y[i]) & (np.arange(len(y)) != i)
+        own = l2_normalize(keys[others].mean(axis=0))
+        assert logits[i, y[i]] == pytest.approx(10.0 * keys[i] @ own)

@@ -61,7 +61,12 @@ def test_tip_adapter_logits_matches_loop():
     onehot = one_hot(labels, 3)
     np.testing.assert_allclose(tip_adapter_logits(zs, A, onehot, 0.7, 2.0), expected)
     np.testing.assert_allclose(
-        tip_adapter_logits(zs, A, onehot, 0.7, 2.0, leave_one_out=True), expected_loo
+        tip_adapter_logits(zs, A, onehot, 0.7, 2.0, own_entries=np.arange(6)), expected_loo
+    )
+    # A subset of the cache as queries: each leaves out its own entry only.
+    np.testing.assert_allclose(
+        tip_adapter_logits(zs[[4, 1]], A[[4, 1]], onehot, 0.7, 2.0, own_entries=np.array([4, 1])),
+        expected_loo[[4, 1]],
     )
 
 

@@ -149,3 +149,19 @@ def test_a_recorded_model_does_not_change_what_is_computed(tiny_featurizer, imag
     plain = ZeroShotClassifier(text_encoder=encoder).fit(np.asarray(X), image_files.labels)
     np.testing.assert_array_equal(tagged.predict_proba(X), plain.predict_proba(np.asarray(X)))
     assert isinstance(CLIPTextEncoder(), CLIPTextEncoder)
+
+
+def test_import_and_closed_form_fits_do_not_load_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "import sklearn_cmm as s\n"
+        "rng = np.random.default_rng(0); T = rng.normal(size=(3, 8)); y = np.repeat([0, 1, 2], 4)\n"
+        "X = T[y] + rng.normal(size=(12, 8))\n"
+        "s.ZeroShotClassifier(text_features=T).fit(X, y).predict_proba(X)\n"
+        "s.TipAdapterClassifier(text_features=T, search='cv').fit(X, y).predict(X)\n"
+        "s.CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y).transform(X)\n"
+        "s.SeMoBridgeClassifier(text_features=T, text_projection=np.eye(8), text_encoder=None,"
+        " search='cv').fit(X, y).predict(X)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

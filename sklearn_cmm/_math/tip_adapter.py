@@ -20,7 +20,7 @@ def cache_indicator(cache_labels, n_classes):
     )
 
 
-def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *, leave_one_out=False):
+def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *, own_entries=None):
     """Zero-shot logits plus the cache model's ``alpha * exp(-beta (1 - A)) @ L``.
 
     Parameters
@@ -35,17 +35,17 @@ def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *,
         Weight of the cache logits.
     beta : float
         Sharpness of the affinity kernel.
-    leave_one_out : bool, default=False
-        Queries are the cache itself (square ``affinity``): leave each query's own entry
-        out, for cross-validating ``alpha`` and ``beta`` on the training shots.
+    own_entries : ndarray of int of shape (n_queries,) or None, default=None
+        When the queries are cache items: query ``i`` is item ``own_entries[i]``, whose
+        kernel entry is left out (leave-one-out logits of the training shots).
 
     Returns
     -------
     logits : ndarray of shape (n_queries, n_classes)
     """
     kernel = np.exp(-beta * (1.0 - affinity))
-    if leave_one_out:
-        np.fill_diagonal(kernel, 0.0)
+    if own_entries is not None:
+        kernel[np.arange(len(own_entries)), own_entries] = 0.0
     return zero_shot_logits + alpha * np.asarray(kernel @ cache_onehot)
 
 
