@@ -102,3 +102,14 @@ def test_l2_normalize_matches_the_plain_formula():
     X = np.random.RandomState(0).randn(5, 7)
     np.testing.assert_allclose(l2_normalize(X), X / np.sqrt((X**2).sum(axis=1, keepdims=True)))
     np.testing.assert_allclose(l2_normalize(X, axis=0), X / np.sqrt((X**2).sum(axis=0, keepdims=True)))
+
+
+def test_loo_prototype_cosine_of_a_class_with_a_single_item_is_zero():
+    # A shot alone in its class has no prototype left once it is left out: score 0, and
+    # the other classes' scores are untouched.
+    X = l2_normalize(np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]))
+    y = np.array([0, 0, 1])
+    scores = loo_prototype_cosine(X, X, y, 2)
+    assert scores[2, 1] == 0.0
+    np.testing.assert_allclose(scores[2, 0], X[2] @ l2_normalize(X[:2].sum(axis=0)))
+    np.testing.assert_allclose(scores[0, 0], X[0] @ X[1])
