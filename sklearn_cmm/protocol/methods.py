@@ -47,9 +47,10 @@ name               estimator                       validation candidates (why)
                                                    grid takes over; 50 draws because each
                                                    costs ~0.7 s at ImageNet scale.
 ``semobridge-t``   SeMoBridgeClassifier(train)     ``search="cv"`` (50 draws) only: training
-                                                   (5000 AdamW steps) dominates; the blend is
-                                                   searched on the shots after it, at no extra
-                                                   training.
+                                                   (up to ``max_iter=1000`` AdamW steps, the
+                                                   checkpoint chosen on two validation folds
+                                                   of the shots) dominates; the blend is
+                                                   searched on the folds' held-out scores.
 =================  ==============================  ============================================
 
 The protocol's ``--set METHOD.PARAM=VALUE`` changes a parameter for every candidate that
