@@ -12,7 +12,6 @@ Usage::
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 

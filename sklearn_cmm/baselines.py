@@ -6,12 +6,11 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
-from ._math.basic import l2_normalize
+from ._math.basic import l2_normalize, loo_prototype_cosine
 from ._math.search import random_candidates
 from ._math.tip_adapter import (
     cache_indicator,
     loo_accuracies,
-    loo_class_mean_cosine,
     tip_adapter_logits,
 )
 from .text import CLIP_IMAGENET_TEMPLATES
@@ -121,8 +120,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         # Image-mean prototypes: each shot against its class mean without itself.
         keys = l2_normalize(np.asarray(X, dtype=np.float64))
         n_classes = len(self.classes_)
-        own = np.arange(len(keys))
-        return self.logit_scale * loo_class_mean_cosine(keys, y_encoded, n_classes, own), y_encoded
+        return self.logit_scale * loo_prototype_cosine(keys, keys, y_encoded, n_classes), y_encoded
 
     def _logits(self, X):
         return self.logit_scale * l2_normalize(X) @ self.prototypes_.T
@@ -292,7 +290,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             queries = np.sort(rng.choice(len(keys), _MAX_SEARCH_QUERIES, replace=False))
         if self.prototype_source_ == "text":
             return queries, keys[queries] @ self.prototypes_.T
-        return queries, loo_class_mean_cosine(keys, labels, len(self.classes_), queries)
+        return queries, loo_prototype_cosine(keys[queries], keys, labels, len(self.classes_), queries)
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         # Leave-one-out logits at the chosen alpha and beta: a shot's own cache entry

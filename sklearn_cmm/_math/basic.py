@@ -40,32 +40,38 @@ def one_hot(y_encoded, n_classes):
     return np.eye(n_classes)[y_encoded]
 
 
-def loo_prototype_cosine(queries, items, y_encoded, n_classes):
+def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None):
     """Cosine of each query to every class prototype, its own item left out.
 
     Prototype ``c`` is ``normalize(mean of items of class c)``. Query ``i`` is paired with
-    ``items[i]``: its score for its own class uses the prototype built without ``items[i]``
-    (leave-one-out), so blend weights can be cross-validated on the training shots without
-    the query seeing itself. A class left with no item scores 0.
+    item ``query_index[i]`` (``items[i]`` when ``query_index`` is None): its score for its
+    own class uses the prototype built without that item (leave-one-out), so blend
+    weights can be cross-validated on the training shots without the query seeing itself.
+    A class left with no item scores 0.
 
     Parameters
     ----------
-    queries : ndarray of shape (n_samples, dim)
+    queries : ndarray of shape (n_queries, dim)
         L2-normalised query features.
     items : ndarray of shape (n_samples, dim)
-        The features averaged into prototypes, one per query.
+        The features averaged into prototypes.
     y_encoded : ndarray of shape (n_samples,)
         Class index of each item, in ``0 .. n_classes - 1``.
     n_classes : int
+    query_index : ndarray of int of shape (n_queries,) or None, default=None
+        The item each query is; None: query ``i`` is item ``i`` (``n_queries ==
+        n_samples``). Costs ``n_queries x n_classes x dim`` whatever the number of items.
 
     Returns
     -------
-    scores : ndarray of shape (n_samples, n_classes)
+    scores : ndarray of shape (n_queries, n_classes)
     """
+    index = np.arange(len(y_encoded)) if query_index is None else np.asarray(query_index)
     sums = class_sums(items, y_encoded, n_classes)
     scores = queries @ l2_normalize(sums).T
-    own = sums[y_encoded] - items
+    labels = y_encoded[index]
+    own = sums[labels] - items[index]
     own_norm = np.linalg.norm(own, axis=1)
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
-    scores[np.arange(len(y_encoded)), y_encoded] = np.where(own_norm == 0, 0.0, own_score)
+    scores[np.arange(len(labels)), labels] = np.where(own_norm == 0, 0.0, own_score)
     return scores

@@ -3,7 +3,6 @@
 import numpy as np
 from scipy import sparse
 
-from .basic import class_sums, l2_normalize
 
 
 def cache_indicator(cache_labels, n_classes):
@@ -49,38 +48,6 @@ def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *,
     return zero_shot_logits + alpha * np.asarray(kernel @ cache_onehot)
 
 
-def loo_class_mean_cosine(keys, cache_labels, n_classes, query_index):
-    """Cosine of the cache items ``query_index`` to each class mean, themselves left out.
-
-    The text-free zero-shot part of the leave-one-out search: the prototype of class
-    ``c`` is the normalised mean of the cache items of ``c``; for its own class, a query
-    gets the prototype built without itself (0 when its class has no other item). Costs
-    ``n_queries x n_classes x dim``, whatever the size of the cache.
-
-    Parameters
-    ----------
-    keys : ndarray of shape (n_cache, dim)
-        L2-normalised cache items.
-    cache_labels : ndarray of shape (n_cache,)
-        Class index of each item.
-    n_classes : int
-    query_index : ndarray of int of shape (n_queries,)
-        The items used as queries.
-
-    Returns
-    -------
-    scores : ndarray of shape (n_queries, n_classes)
-    """
-    sums = class_sums(keys, cache_labels, n_classes)
-    queries, labels = keys[query_index], cache_labels[query_index]
-    scores = queries @ l2_normalize(sums).T
-    own = sums[labels] - queries
-    own_norm = np.linalg.norm(own, axis=1)
-    own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
-    scores[np.arange(len(labels)), labels] = np.where(own_norm == 0, 0.0, own_score)
-    return scores
-
-
 def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index, candidates, *,
                    block_entries=2**22):
     """Leave-one-out accuracy of each ``(alpha, beta)`` candidate on the cache items ``query_index``.
@@ -100,7 +67,7 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
     ----------
     zero_shot_logits : ndarray of shape (n_queries, n_classes)
         The zero-shot logits of the queries (their text prototypes' or, text-free,
-        :func:`loo_class_mean_cosine`, times ``logit_scale``).
+        :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`, times ``logit_scale``).
     keys : ndarray of shape (n_cache, dim)
         L2-normalised cache items.
     cache_labels : ndarray of shape (n_cache,)
