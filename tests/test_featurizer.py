@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 
 from sklearn_cmm import featurizer as featurizer_module
 from sklearn_cmm import make_clip_pipeline
