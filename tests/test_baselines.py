@@ -289,3 +289,12 @@ def test_predicting_one_row_does_not_scale_with_classes_times_shots():
     finally:
         tracemalloc.stop()
     assert peak < 20e6
+
+
+@pytest.mark.parametrize("param", ["alpha", "beta"])
+def test_tip_adapter_weights_accept_zero_and_small_values_refuse_negative(param):
+    X, y, T = _problem()
+    for value in (0.0, 0.5):  # the boundary of the interval and a value inside [0, 1)
+        TipAdapterClassifier(text_features=T, **{param: value}).fit(X, y)
+    with pytest.raises(ValueError, match=param):
+        TipAdapterClassifier(text_features=T, **{param: -0.1}).fit(X, y)
