@@ -459,9 +459,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         self.search_score_ = None
         if candidates is not None:
             blend, self.search_score_ = best_candidate(logits_of, candidates, y_validated)
-        # Honest logits for the temperature of predict_proba (read once by
-        # _calibration_logits): the held-out scores the blend was searched on.
-        self._held_out_logits = (logits_of(**blend), y_validated)
+        if self.calibration is not None:
+            # Honest logits for the temperature of predict_proba, taken (and dropped) by
+            # _calibration_logits: the held-out scores the blend was searched on.
+            self._held_out_logits = (logits_of(**blend), y_validated)
         for name, value in blend.items():
             setattr(self, f"{name}_", value)
         self.class_weights_ = class_weights(self.image_prototypes_, T, self.smoothness_)

@@ -586,3 +586,10 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
             + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
     expected = fit_temperature(np.array(loo), y_train, smoothing=laplace_smoothing(len(y_train)))
     assert clf.temperature_ == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("calibration", ["temperature", None])
+def test_fitted_model_keeps_no_calibration_scratch(data, calibration):
+    clf = fitted(data, calibration=calibration)
+    assert not [name for name in vars(clf) if name.startswith("_held")]
+    assert (clf.temperature_ == 1.0) == (calibration is None)
