@@ -196,7 +196,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         The blend used: the parameters, or the search's choice.
     search_score_ : float or None
         Accuracy of the chosen blend on the shots it was searched on (``search="cv"``).
-    loss_curve_ : ndarray of shape (best_iter_,) or None
+    loss_curve_ : ndarray of shape (`best_iter_`,) or None
         SeMoBridge-T's loss before each step of the final training; None without one.
     n_iter_ : int
         Training steps run: those of the validation training with ``early_stopping``
