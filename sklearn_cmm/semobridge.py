@@ -44,6 +44,18 @@ AUTO_IMAGE_SCALE_LOG_BOUNDS = (np.log(1.0), np.log(1000.0))
 _non_negative = [Interval(Real, 0, None, closed="left")]
 
 
+def _held_out_blend(parts):
+    """``logits_of(**blend)`` over held-out parts ``(z, F_bar, T, y)``, and their labels."""
+
+    def logits_of(smoothness, **weights):
+        return np.concatenate([
+            semobridge_logits(*z, class_weights(F_bar, T_fold, smoothness), **weights)
+            for z, F_bar, T_fold, _ in parts
+        ])
+
+    return logits_of, np.concatenate([part[3] for part in parts])
+
+
 @fill_doc
 class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, FewShotClassifierBase):
     """SeMoBridge: few-shot CLIP classification through a semantic modality bridge.
@@ -432,7 +444,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         self.validation_scores_, self.image_logit_scale_ = None, None
         validated = None  # out-of-fold score matrices of the chosen checkpoint
         if self.train:
-            W_pinv, bias, validated = self._train(X, y_encoded, W, W_pinv, T, class_text, rng)
+            W_pinv, bias, validated = self._train(
+                X, y_encoded, W, W_pinv, T, class_text, rng, candidates
+            )
         self.text_projection_, self.projection_pinv_, self.class_bias_ = W, W_pinv, bias
         self.text_prototypes_ = T
 
@@ -449,13 +463,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             )
             validated = [(z, self.image_prototypes_, T, y_encoded)]
 
-        def logits_of(smoothness, **weights):
-            return np.concatenate([
-                semobridge_logits(*z, class_weights(F_bar, T_fold, smoothness), **weights)
-                for z, F_bar, T_fold, _ in validated
-            ])
-
-        y_validated = np.concatenate([part[3] for part in validated])
+        logits_of, y_validated = _held_out_blend(validated)
         self.search_score_ = None
         if candidates is not None:
             blend, self.search_score_ = best_candidate(logits_of, candidates, y_validated)
@@ -492,7 +500,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             )
         return W, "pinv"
 
-    def _train(self, X, y_encoded, W, W_pinv, T, class_text, rng):
+    def _train(self, X, y_encoded, W, W_pinv, T, class_text, rng, candidates=None):
         """SeMoBridge-T: choose the number of steps on validation folds, then train.
 
         Returns the trained ``W_pinv`` and bias, and the out-of-fold score matrices of the
@@ -534,11 +542,24 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         elif (folds < 0).all():  # nothing to validate a training on: the closed form
             self.best_iter_ = self.n_iter_ = 0
         else:
-            validated, self.validation_scores_, self.best_iter_, self.n_iter_ = self._validate(
-                X, y_encoded, W, folds, run, lambda runs, n, checkpoint: run_steps(
-                    runs, n, checkpoint=checkpoint, **schedule
-                ),
+            validated, closed_form, self.validation_scores_, self.best_iter_, self.n_iter_ = (
+                self._validate(
+                    X, y_encoded, W, folds, run, lambda runs, n, checkpoint: run_steps(
+                        runs, n, checkpoint=checkpoint, **schedule
+                    ),
+                )
             )
+            if candidates is not None and self.best_iter_ > 0:
+                # The checkpoint was chosen at the given blend; keep it only if it still
+                # beats the closed form once both have their blend searched on the same
+                # held-out shots (training helps least where the search helps most).
+                def searched(parts):
+                    logits_of, y = _held_out_blend(parts)
+                    return best_candidate(logits_of, candidates, y)[1]
+
+                trained_score = searched(validated)
+                if searched(closed_form) >= trained_score:
+                    self.best_iter_ = 0
         if self.best_iter_ == 0:  # the closed form won: leave-one-out is honest for it
             return W_pinv, None, None
         final = run(np.arange(len(y_encoded)))
@@ -549,14 +570,14 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
     def _validate(self, X, y_encoded, W, folds, run, run_steps):
         """Train on each fold's complement in lockstep; score the held-out fold.
 
-        Returns the out-of-fold score matrices at the best checkpoint, the validation
-        accuracy of every checkpoint, the best checkpoint's step (the first among equals)
-        and the steps run.
+        Returns the out-of-fold score matrices at the best checkpoint and at step 0 (the
+        closed form), the validation accuracy of every checkpoint, the best checkpoint's
+        step (the first among equals) and the steps run.
         """
         held_out = [np.flatnonzero(folds == k) for k in (0, 1)]
         runs = [run(np.flatnonzero(folds != k)) for k in (0, 1)]
         blend = {name: getattr(self, name) for name in SEARCH_SPACE}
-        scores, steps, best = [], [], None
+        scores, steps, best, first = [], [], None, None
 
         def checkpoint(step):
             parts = []
@@ -580,14 +601,15 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             )
             scores.append(correct / sum(len(rows) for rows in held_out))
             steps.append(step)
-            nonlocal best
+            nonlocal best, first
+            first = parts if first is None else first
             if scores[-1] > max(scores[:-1], default=-1):
                 best = parts
             stale = len(scores) - 1 - int(np.argmax(scores))
             return self.n_iter_no_change is not None and stale >= self.n_iter_no_change
 
         n_run = run_steps(runs, self.max_iter, checkpoint)
-        return best, np.array(scores), steps[int(np.argmax(scores))], n_run
+        return best, first, np.array(scores), steps[int(np.argmax(scores))], n_run
 
     def _bridge(self, X):
         return bridge(X, self.projection_pinv_, self.text_projection_)

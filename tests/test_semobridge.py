@@ -593,3 +593,35 @@ def test_fitted_model_keeps_no_calibration_scratch(data, calibration):
     clf = fitted(data, calibration=calibration)
     assert not [name for name in vars(clf) if name.startswith("_held")]
     assert (clf.temperature_ == 1.0) == (calibration is None)
+
+
+@pytest.mark.parametrize("closed_form_wins", [True, False])
+def test_trained_checkpoint_kept_only_if_it_beats_the_searched_closed_form(
+    data, monkeypatch, closed_form_wins
+):
+    from sklearn_cmm import semobridge
+
+    # After the validation training, the blend is searched on the trained checkpoint's
+    # held-out scores (1st call) and on the closed form's (2nd call); force who wins.
+    calls = []
+    original = semobridge.best_candidate
+
+    def rigged(logits_of, candidates, y):
+        best, score = original(logits_of, candidates, y)
+        calls.append(score)
+        if len(calls) == 2:
+            score = calls[0] + (0.0 if closed_form_wins else -0.01)
+        return best, score
+
+    monkeypatch.setattr(semobridge, "best_candidate", rigged)
+    params = dict(train=True, max_iter=60, validation_interval=25, warmup_iter=0,
+                  n_iter_no_change=None, learning_rate=1e-2, search="cv",
+                  n_search_trials=20, random_state=0)
+    clf = fitted(data, **params)
+    monkeypatch.setattr(semobridge, "best_candidate", original)
+    if closed_form_wins:  # ties go to the closed form
+        assert clf.best_iter_ == 0 and clf.loss_curve_ is None
+        closed = fitted(data, search="cv", n_search_trials=20, random_state=0)
+        np.testing.assert_allclose(clf.decision_function(data[2]), closed.decision_function(data[2]))
+    else:
+        assert clf.best_iter_ > 0 and clf.loss_curve_.shape == (clf.best_iter_,)
