@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,11 +70,6 @@ METHODS = {
 # ------------------------------------------------------------------------------- the study
 
 
-def _softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _scores(y_test, proba, n_classes):
     return {
         "log_loss": float(log_loss(y_test, proba, labels=np.arange(n_classes))),
@@ -98,8 +94,8 @@ def run_one(bed, method, n_shots, seed):
         "fit_s": fit_s,
         "temperature_naive": naive_t,
         "temperature_honest": float(clf.temperature_),
-        "raw": _scores(y_test, _softmax(logits), bed.n_classes),
-        "naive": _scores(y_test, _softmax(logits / naive_t), bed.n_classes),
+        "raw": _scores(y_test, softmax(logits, axis=1), bed.n_classes),
+        "naive": _scores(y_test, softmax(logits / naive_t, axis=1), bed.n_classes),
         "honest": _scores(y_test, clf.predict_proba(X_test), bed.n_classes),
     }
 

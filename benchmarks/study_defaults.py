@@ -40,6 +40,7 @@ from sklearn.metrics import log_loss
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbeds  # noqa: E402
 
+from sklearn_cmm._math.calibration import expected_calibration_error  # noqa: E402
 from sklearn_cmm import (  # noqa: E402
     CrossModalMappingClassifier,
     SeMoBridgeClassifier,
@@ -69,19 +70,6 @@ BASELINES = {
 }
 
 
-def expected_calibration_error(proba, y, n_bins=15):
-    """Top-label ECE: the bin-size weighted gap between confidence and accuracy."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        members = bins == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
-
-
 def make_estimator(method, params, bed):
     """The estimator of a candidate (``cmm:NAME``) or a baseline, with the test bed's text."""
     if method.startswith("cmm:"):
@@ -105,7 +93,7 @@ def evaluate(method, params, bed, n_shots, seed):
         row[f"{split}_top1"] = float(np.mean(proba.argmax(axis=1) == y))
         row[f"{split}_log_loss"] = float(log_loss(y, proba, labels=labels))
         if split == "test":
-            row["test_ece"] = expected_calibration_error(proba, y)
+            row["test_ece"] = expected_calibration_error(y, proba)
     return row
 
 

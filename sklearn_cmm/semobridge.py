@@ -38,8 +38,8 @@ SEARCH_SPACE = {
     "lambda3": (0.0, 1.0),
 }
 
-#: Interval of ``log(image_logit_scale_)`` that "auto" searches.
-AUTO_IMAGE_SCALE_LOG_BOUNDS = (np.log(1.0), np.log(1000.0))
+#: Interval of ``log(1 / image_logit_scale_)`` that "auto" searches: scales 1 to 1000.
+AUTO_IMAGE_TEMPERATURE_LOG_BOUNDS = (np.log(1e-3), 0.0)
 
 _non_negative = [Interval(Real, 0, None, closed="left")]
 
@@ -513,9 +513,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             text_pre = T @ np.linalg.pinv(W)
         scale = self.image_logit_scale
         if scale == "auto":
-            # The temperature calibrating the zero-shot cosines: 1 / scale.
-            log_bounds = tuple(-b for b in AUTO_IMAGE_SCALE_LOG_BOUNDS[::-1])
-            scale = 1.0 / fit_temperature(l2_normalize(X) @ T.T, y_encoded, log_bounds=log_bounds)
+            # The scale is 1 / the temperature that calibrates the zero-shot cosines.
+            scale = 1.0 / fit_temperature(
+                l2_normalize(X) @ T.T, y_encoded, log_bounds=AUTO_IMAGE_TEMPERATURE_LOG_BOUNDS
+            )
         self.image_logit_scale_ = float(scale)
         from ._semobridge_training import BridgeTraining, check_converged, run_steps
         from ._torch import resolve_device
