@@ -205,7 +205,8 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         """
         return self._logits(np.asarray(X, dtype=np.float64)), y_encoded
 
-    def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5):
+    def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5, fit=None,
+                             scores=None):
         """Logits of each shot by the method fitted (``_fit``) on the other folds.
 
         Each class's shots are dealt, in their order in ``X``, round-robin into
@@ -216,26 +217,39 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         needs a shot of every class: the folds are then at most as many as the rarest
         class's shots, and with a class of a single shot the plain training logits are
         returned (optimistic). Costs ``n_folds`` fits; the estimator is not changed.
+
+        ``fit(model, X, y_encoded)`` and ``scores(model, X)`` replace ``model._fit(X,
+        y_encoded, class_text, rng)`` and ``model._logits(X)`` (e.g. to fit part of the
+        method, or to return the terms of its logits separately).
         """
+        if fit is None:
+            def fit(model, X, y_encoded):
+                model._fit(X, y_encoded, class_text, rng)
+        if scores is None:
+            def scores(model, X):
+                return model._logits(X)
         n_classes = len(self.classes_)
         counts = np.bincount(y_encoded, minlength=n_classes)
         n_folds = min(n_folds, len(y_encoded))
         if class_text is None:
             n_folds = min(n_folds, counts.min())
         if n_folds < 2:
-            return self._logits(np.asarray(X, dtype=np.float64))
+            return scores(self, np.asarray(X, dtype=np.float64))
         folds = np.empty(len(y_encoded), dtype=int)
         start = 0
         for c in range(n_classes):  # continue the round-robin across classes
             members = np.flatnonzero(y_encoded == c)
             folds[members] = (start + np.arange(len(members))) % n_folds
             start += len(members)
-        logits = np.empty((len(y_encoded), n_classes))
+        logits = None
         for k in range(n_folds):
             held_out = folds == k
             model = copy.copy(self)  # _fit rebinds attributes, never mutates them
-            model._fit(X[~held_out], y_encoded[~held_out], class_text, rng)
-            logits[held_out] = model._logits(np.asarray(X[held_out], dtype=np.float64))
+            fit(model, X[~held_out], y_encoded[~held_out])
+            fold_logits = scores(model, np.asarray(X[held_out], dtype=np.float64))
+            if logits is None:
+                logits = np.empty((len(y_encoded), fold_logits.shape[1]))
+            logits[held_out] = fold_logits
         return logits
 
     def _validated_features(self, X):

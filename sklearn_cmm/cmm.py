@@ -8,8 +8,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._device import check_device
-from ._math.basic import l2_normalize
+from ._math.basic import class_sums, l2_normalize
 from ._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
+from ._math.calibration import calibrated_log_loss
 from .text import CLIP_IMAGENET_TEMPLATES
 
 
@@ -43,7 +44,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
        frozen prototypes; ``T = T0 + Delta_T`` is refined too when ``train_text=True``.
 
     Prediction is the argmax of the fused logits ``logit_scale * cos(v W, T) +
-    zero_shot_weight * logit_scale * cos(v, T0)`` (:meth:`decision_function`), and
+    zero_shot_weight * logit_scale * cos(v, T0) + image_weight_ * logit_scale * cos(v,
+    M)`` (:meth:`decision_function`; ``M`` the image class means, see ``image_weight``), and
     :meth:`predict_proba` is their softmax. :meth:`transform` returns the mapped, unit
     image features ``normalize(normalize(X) @ W)``, e.g. to measure the modality gap with
     :func:`~sklearn_cmm.modality_gap`, to retrieve against text, or to chain another
@@ -106,6 +108,17 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         makes ``zero_shot_weight`` their relative weight.
     zero_shot_weight : float, default=1.0
         Weight of the zero-shot logits fused with CMM's (0 for CMM's alone).
+    image_weight : float or "auto", default="auto"
+        Weight of the image-prototype logits ``image_weight * logit_scale * cos(v, M)``
+        added at prediction, ``M`` the unit means of each class's normalised shots (the
+        image space's nearest class mean, which the map into the text space does not
+        use). The map is refined without this term; 0 is the paper's CMM. ``"auto"``
+        chooses among 0, 0.25, 0.5, 1, 2, 4 and 8 (``AUTO_IMAGE_WEIGHTS``) the weight
+        with the least log-loss of the shots' held-out logits at their fitted temperature
+        (smooth, where the accuracy of a few held-out shots moves in steps of one shot;
+        ties go to the smaller weight). The held-out logits are those of the calibration's
+        three refits, so "auto" costs nothing more with ``calibration`` on. With one shot
+        a class, a held-out shot's class has no other shot: "auto" then chooses 0.
     train_text : bool, default=True
         Also refine the text prototypes (``T = T0 + Delta_T``); the refined unit prototypes
         are ``prototypes_`` and are used at prediction. The zero-shot term keeps ``T0``.
@@ -130,6 +143,10 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         ``train_text=True``, else equal to ``zero_shot_prototypes_``.
     zero_shot_prototypes_ : ndarray of shape (n_classes, n_features)
         Frozen unit prototypes ``T0`` (text, or image class means when text-free).
+    image_prototypes_ : ndarray of shape (n_classes, n_features)
+        Unit means ``M`` of each class's normalised shots.
+    image_weight_ : float
+        Weight of the image-prototype term: ``image_weight``, or the one "auto" chose.
     prototype_source_ : {"text", "image_means"}
         Where ``T0`` comes from.
     loss_curve_ : ndarray of shape (n_evaluations,)
@@ -156,8 +173,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     parametrisation and the defaults are this package's choices, to be tuned on the
     project's benchmark.
 
-    With ``init="identity"`` and ``max_iter=0`` the logits are ``(1 + zero_shot_weight)
-    * logit_scale * cos(v, T0)``: zero-shot CLIP, i.e. :class:`ZeroShotClassifier` with
+    With ``init="identity"``, ``max_iter=0`` and ``image_weight=0`` the logits are ``(1 +
+    zero_shot_weight) * logit_scale * cos(v, T0)``: zero-shot CLIP, i.e. :class:`ZeroShotClassifier` with
     that ``logit_scale``. With ``max_iter=0`` the fit is the closed form alone, in
     float64, without torch.
 
@@ -167,9 +184,10 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     random besides the ``n_shots`` draw: ``random_state`` seeds that draw only (the
     refinement starts from the closed form and is deterministic).
 
-    With ``calibration="temperature"`` the fit also refits the map on three folds of the
-    shots (two thirds each) for honest logits to fit ``temperature_`` on: about three
-    times the cost of a fit without it (``calibration=None``).
+    With ``calibration="temperature"`` or ``image_weight="auto"`` the fit also refits the
+    map on three folds of the shots (two thirds each) for honest logits to fit
+    ``temperature_`` on and to choose ``image_weight_`` by: about three times the cost of a
+    fit with neither.
 
     References
     ----------
@@ -205,6 +223,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         "margin": [Interval(Real, 0, None, closed="left")],
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
         "zero_shot_weight": [Interval(Real, 0, None, closed="left")],
+        "image_weight": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "train_text": ["boolean"],
         "device": [str],
         "verbose": ["verbose"],
@@ -230,6 +249,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         margin=0.2,
         logit_scale=100.0,
         zero_shot_weight=1.0,
+        image_weight="auto",
         train_text=True,
         device="auto",
         n_shots=None,
@@ -259,17 +279,47 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         self.margin = margin
         self.logit_scale = logit_scale
         self.zero_shot_weight = zero_shot_weight
+        self.image_weight = image_weight
         self.train_text = train_text
         self.device = device
         self.verbose = verbose
 
     def _fit(self, X, y_encoded, class_text, rng):
         check_device(self.device)  # checked even when torch is not needed
+        self._fit_map(X, y_encoded, class_text)
+        if self.image_weight != "auto" and self.calibration is None:
+            self.image_weight_ = float(self.image_weight)
+            return
+        # Held-out terms of the shots: three refits of the map on two thirds of them each.
+        terms = self._cross_fitted_logits(
+            X, y_encoded, class_text, rng, n_folds=3,
+            fit=lambda model, X, y: model._fit_map(X, y, class_text),
+            scores=lambda model, X: np.hstack(model._logit_terms(X)),
+        )
+        mapped, image = np.hsplit(terms, 2)
+
+        def logits_of(image_weight):
+            return mapped + (self.logit_scale * image_weight) * image
+
+        if self.image_weight == "auto":
+            # min keeps the first of equal losses: the smaller weight.
+            self.image_weight_ = min(
+                AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_encoded)
+            )
+        else:
+            self.image_weight_ = float(self.image_weight)
+        if self.calibration is not None:
+            # Taken (and dropped) by _calibration_logits.
+            self._held_out_logits = logits_of(self.image_weight_)
+
+    def _fit_map(self, X, y_encoded, class_text):
+        """Fit the map, the prototypes and the image prototypes (everything but the weight)."""
         prototypes, self.prototype_source_ = class_prototypes(
             X, y_encoded, len(self.classes_), class_text
         )
         self.zero_shot_prototypes_ = l2_normalize(prototypes)
         V = l2_normalize(X)
+        self.image_prototypes_ = l2_normalize(class_sums(V, y_encoded, len(self.classes_)))
         if self.init == "lstsq":
             W0 = ridge_map_to_prototypes(V, y_encoded, self.zero_shot_prototypes_, self.ridge)
         else:
@@ -350,12 +400,11 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + as_numpy(delta_text))
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
-        # The map is fitted on the shots: their own logits are optimistic. Three refits
-        # on two thirds of the shots each (the fit costs about 3x more).
-        return self._cross_fitted_logits(X, y_encoded, class_text, rng, n_folds=3), y_encoded
+        return self.__dict__.pop("_held_out_logits"), y_encoded
 
-    def _logits(self, X):
-        return cmm_logits(
+    def _logit_terms(self, X):
+        """The mapped images' logits (fused with zero-shot) and the image-prototype cosines."""
+        mapped = cmm_logits(
             X,
             self.mapping_,
             self.prototypes_,
@@ -363,6 +412,11 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             self.logit_scale,
             self.zero_shot_weight,
         )
+        return mapped, l2_normalize(X) @ self.image_prototypes_.T
+
+    def _logits(self, X):
+        mapped, image = self._logit_terms(X)
+        return mapped + (self.logit_scale * self.image_weight_) * image
 
     @property
     def _n_features_out(self):
@@ -385,6 +439,10 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         """
         return map_to_text(self._validated_features(X), self.mapping_)
 
+
+#: Weights of the image-prototype term that ``image_weight="auto"`` chooses from, in
+#: increasing order (ties go to the smaller).
+AUTO_IMAGE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 #: Floating-point operations the "auto" refinement budget affords (about 30 s on one
 #: CPU core at ~35 GFLOP/s).

@@ -9,6 +9,7 @@ from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier
 from sklearn_cmm._math.basic import l2_normalize, one_hot
 from sklearn_cmm._math.calibration import (
     LOG_TEMPERATURE_BOUNDS,
+    calibrated_log_loss,
     expected_calibration_error,
     fit_temperature,
     laplace_smoothing,
@@ -53,6 +54,18 @@ def test_fit_temperature_matches_a_brute_force_grid(seed, scale, smoothing):
     step = grid[1] / grid[0]
     assert best / step <= fitted <= best * step
     assert temperature_log_loss(logits, y, fitted, smoothing) <= min(losses) + 1e-9
+
+
+@pytest.mark.parametrize("seed, scale", [(0, 3.0), (1, 30.0)])
+def test_calibrated_log_loss_is_the_smoothed_loss_at_the_best_temperature(seed, scale):
+    logits, y = _logits(seed, n=20, scale=scale)
+    smoothing = 1 / (len(y) + 2)
+    grid = np.exp(np.linspace(*LOG_TEMPERATURE_BOUNDS, 1001))
+    best = min(_slow_loss(logits, y, t, smoothing) for t in grid)
+    assert calibrated_log_loss(logits, y) == pytest.approx(best, abs=1e-4)  # grid error
+    assert calibrated_log_loss(logits, y) <= best + 1e-9
+    # Scale-free: the temperature absorbs a common factor.
+    assert calibrated_log_loss(7 * logits, y) == pytest.approx(calibrated_log_loss(logits, y))
 
 
 def test_fit_temperature_is_scale_equivariant():

@@ -10,7 +10,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, modality_gap
 from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_prototypes
-from sklearn_cmm.cmm import AUTO_MAX_ITER, AUTO_MIN_ITER, refinement_budget
+from sklearn_cmm._math.calibration import fit_temperature
+from sklearn_cmm.cmm import AUTO_IMAGE_WEIGHTS, AUTO_MAX_ITER, AUTO_MIN_ITER, refinement_budget
 from sklearn_cmm.model_selection import FewShotSplit
 
 
@@ -60,7 +61,9 @@ def test_beats_zero_shot_and_shrinks_the_gap(seed):
 
 def test_max_iter_zero_is_the_closed_form():
     X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
-    clf = CrossModalMappingClassifier(text_features=T, max_iter=0, ridge=0.3).fit(X, y)
+    clf = CrossModalMappingClassifier(
+        text_features=T, max_iter=0, ridge=0.3, image_weight=0.0
+    ).fit(X, y)
     Tn = _unit(T)
     expected = ridge_map_to_prototypes(_unit(X), y, Tn, 0.3)
     # float64 end to end (a float32 round trip would be off by ~1e-8)
@@ -78,7 +81,7 @@ def test_identity_without_training_is_zero_shot(zero_shot_weight):
     X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
     clf = CrossModalMappingClassifier(
         text_features=T, init="identity", max_iter=0, logit_scale=50.0,
-        zero_shot_weight=zero_shot_weight,
+        zero_shot_weight=zero_shot_weight, image_weight=0.0,
     ).fit(X, y)
     zero_shot = ZeroShotClassifier(
         text_features=T, logit_scale=(1 + zero_shot_weight) * 50.0
@@ -90,17 +93,96 @@ def test_identity_without_training_is_zero_shot(zero_shot_weight):
     np.testing.assert_allclose(clf.transform(X_test), _unit(X_test))
 
 
+def _class_means(X, y, n_classes):
+    """Unit means of each class's unit rows, by a loop."""
+    return _unit(np.array([_unit(X)[y == c].mean(axis=0) for c in range(n_classes)]))
+
+
 def test_decision_function_is_the_fused_logits():
     X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
     clf = CrossModalMappingClassifier(
-        text_features=T, max_iter=5, logit_scale=30.0, zero_shot_weight=0.4, train_text=True
+        text_features=T, max_iter=5, logit_scale=30.0, zero_shot_weight=0.4, train_text=True,
+        image_weight=0.7,
     ).fit(X, y)
+    means = _class_means(X, y, 4)
+    np.testing.assert_allclose(clf.image_prototypes_, means)
     expected = cmm_logits(X_test, clf.mapping_, clf.prototypes_, _unit(T), 30.0, 0.4)
+    expected += 0.7 * 30.0 * _unit(X_test) @ means.T
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-12)
     scaled = expected / clf.temperature_
     proba = np.exp(scaled - scaled.max(1, keepdims=True))
     np.testing.assert_allclose(clf.predict_proba(X_test), proba / proba.sum(1, keepdims=True))
     np.testing.assert_array_equal(clf.predict(X_test), np.argmax(expected, axis=1))
+
+
+def _held_out_terms_reference(X, y, T, **params):
+    """Each shot's two logit terms by a closed-form CMM fitted on the other folds.
+
+    The folds: each class's shots dealt round-robin into 3 folds, continuing across
+    classes, as the calibration's cross-fit deals them.
+    """
+    folds = np.empty(len(y), dtype=int)
+    start = 0
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        folds[members] = (start + np.arange(len(members))) % 3
+        start += len(members)
+    mapped, image = np.empty((len(y), len(T))), np.empty((len(y), len(T)))
+    for k in range(3):
+        train, test = folds != k, folds == k
+        fold = CrossModalMappingClassifier(
+            text_features=T, classes=np.unique(y), max_iter=0, image_weight=0.0,
+            calibration=None, **params,
+        ).fit(X[train], y[train])
+        mapped[test] = fold.decision_function(X[test])
+        image[test] = _unit(X[test]) @ _class_means(X[train], y[train], len(T)).T
+    return mapped, image
+
+
+def _calibrated_log_loss_reference(logits, y):
+    """Smoothed log-loss at the best temperature, by a fine grid over log(temperature)."""
+    smoothing = 1 / (len(y) + 2)
+    best = np.inf
+    for log_t in np.linspace(np.log(1e-3), np.log(1e3), 4001):
+        z = logits / np.exp(log_t)
+        log_p = z - z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        loss = -np.mean((1 - smoothing) * log_p[np.arange(len(y)), y]
+                        + smoothing * log_p.mean(1))
+        best = min(best, loss)
+    return best
+
+
+def test_auto_image_weight_minimises_the_held_out_log_loss():
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=6)
+    params = dict(ridge=0.3, logit_scale=30.0)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0, **params).fit(X, y)
+    mapped, image = _held_out_terms_reference(X, y, T, **params)
+    losses = [_calibrated_log_loss_reference(mapped + 30.0 * w * image, y)
+              for w in AUTO_IMAGE_WEIGHTS]
+    assert clf.image_weight_ == AUTO_IMAGE_WEIGHTS[int(np.argmin(losses))]
+    # The grid's losses differ by more than the reference's grid error on this problem.
+    assert np.sort(losses)[1] - np.min(losses) > 1e-4
+    # The temperature is fitted on the same held-out logits, at the chosen weight.
+    best = mapped + 30.0 * clf.image_weight_ * image
+    assert clf.temperature_ == pytest.approx(fit_temperature(best, y, 1 / (len(y) + 2)))
+
+
+def test_auto_image_weight_is_zero_with_one_shot_a_class():
+    # A held-out single shot's class has no other shot: the image term cannot help it.
+    X, y, _, _, T = gap_problem(n_classes=5, dim=12, n_train=1)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y)
+    assert clf.image_weight_ == 0.0
+
+
+@pytest.mark.parametrize("calibration", [None, "temperature"])
+def test_a_given_image_weight_is_used_as_given(calibration):
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=3)
+    clf = CrossModalMappingClassifier(
+        text_features=T, max_iter=0, image_weight=3, calibration=calibration
+    ).fit(X, y)
+    assert clf.image_weight_ == 3.0
+    assert not hasattr(clf, "_held_out_logits")  # taken by the calibration, or never made
 
 
 def test_train_text_refines_the_prototypes():

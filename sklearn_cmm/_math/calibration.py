@@ -85,6 +85,31 @@ def fit_temperature(logits, y_encoded, smoothing=0.0, log_bounds=LOG_TEMPERATURE
     return float(np.exp(result.x))
 
 
+def calibrated_log_loss(logits, y_encoded):
+    """Log-loss of ``logits`` at their fitted temperature (Laplace-smoothed, as fitted).
+
+    Scores held-out logits by how well they rank and separate the classes, whatever
+    their scale: a smooth criterion to compare blends of logit terms on few samples,
+    where accuracy moves in steps of one sample.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes)
+        Honest logits of labelled samples.
+    y_encoded : ndarray of shape (n_samples,)
+        Class indices.
+
+    Returns
+    -------
+    loss : float
+        :func:`temperature_log_loss` at :func:`fit_temperature`, both with
+        :func:`laplace_smoothing`.
+    """
+    smoothing = laplace_smoothing(len(y_encoded))
+    temperature = fit_temperature(logits, y_encoded, smoothing)
+    return temperature_log_loss(logits, y_encoded, temperature, smoothing)
+
+
 def expected_calibration_error(y_encoded, proba, n_bins=15):
     """Top-label expected calibration error with ``n_bins`` equal-width confidence bins.
 
