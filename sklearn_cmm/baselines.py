@@ -7,7 +7,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._math.basic import l2_normalize, loo_prototype_cosine
-from ._math.search import random_candidates
+from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
 from ._math.tip_adapter import (
     cache_indicator,
     loo_accuracies,
@@ -18,9 +18,6 @@ from .text import CLIP_IMAGENET_TEMPLATES
 #: Largest ``n_queries x n_cache`` kernel Tip-Adapter computes at once (32 MB of float64):
 #: predictions and the search run in blocks of queries of this size.
 _KERNEL_BLOCK = 2**22
-
-#: Most training shots the leave-one-out search classifies (each against all the others).
-_MAX_SEARCH_QUERIES = 1000
 
 
 @fill_doc
@@ -281,13 +278,10 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self.search_score_ = float(accuracies[best])
 
     def _held_out_zero_shot(self, rng):
-        """Shots to score by leave-one-out (at most ``_MAX_SEARCH_QUERIES``) and their
-        zero-shot cosines, the shot itself left out of image-mean prototypes."""
+        """Shots to score by leave-one-out (at most ``MAX_HELD_OUT``) and their zero-shot
+        cosines, the shot itself left out of image-mean prototypes."""
         keys, labels = self.cache_keys_, self.cache_labels_
-        if len(keys) <= _MAX_SEARCH_QUERIES:
-            queries = np.arange(len(keys))
-        else:
-            queries = np.sort(rng.choice(len(keys), _MAX_SEARCH_QUERIES, replace=False))
+        queries = held_out_subset(len(keys), rng, MAX_HELD_OUT)
         if self.prototype_source_ == "text":
             return queries, keys[queries] @ self.prototypes_.T
         return queries, loo_prototype_cosine(keys[queries], keys, labels, len(self.classes_), queries)

@@ -249,12 +249,12 @@ def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
         return loo_accuracies(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs)
 
     monkeypatch.setattr(baselines, "loo_accuracies", recording)
-    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 10)
+    monkeypatch.setattr(baselines, "MAX_HELD_OUT", 10)
     clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
     (queries,) = seen
     assert len(queries) == 10 == len(np.unique(queries)) and queries.max() < len(y)
     assert (10 * clf.search_score_) == pytest.approx(round(10 * clf.search_score_))
-    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 1000)
+    monkeypatch.setattr(baselines, "MAX_HELD_OUT", 1000)
     TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
     np.testing.assert_array_equal(seen[1], np.arange(len(y)))  # all shots when few
 
