@@ -153,8 +153,11 @@ class TipAdapterClassifier(FewShotClassifierBase):
         ``m = min(n_shots_total, 1000)`` left-out shots (a random subset beyond 1000):
         one ``m x n_shots_total x n_features`` affinity product, one kernel of
         ``m x n_shots_total`` exponentials per distinct ``beta`` and an
-        ``m x n_classes`` argmax per trial, in bounded memory: at 1000 classes x 16 shots
-        (512-d) about what predicting 3,000 images costs (``benchmarks/bench_search.py``).
+        ``m x n_classes`` argmax per trial, in bounded memory. At 1000 classes x 16 shots
+        (512-d, one core) that is some 1.4x the cost of scoring the ``m`` left-out shots
+        once, which the default ``calibration`` also pays: the searched fit takes 2.7x
+        the plain fit (18x a plain fit with ``calibration=None``, a mere normalisation;
+        ``benchmarks/bench_search.py``).
     n_search_trials : int, default=200
         Candidates tried by ``search="cv"``.
 

@@ -139,9 +139,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         scores and ``D_c`` are all below another's, see
         :func:`~sklearn_cmm._math.semobridge.blend_contenders`), some 15 of 1000 classes
         a shot remaining; a trial costs three exponentials of those ``m x 15`` scores.
-        The choice is the full argmax's, ties included. At 1000 classes x 16 shots (512-d)
-        the 500 trials take about 1.5 s on one core, some 2 plain fits
-        (``benchmarks/bench_search.py``).
+        The choice is the full argmax's, ties included. At 1000 classes x 16 shots (512-d,
+        one core) the searched fit takes 2x the plain fit (3.6x with
+        ``calibration=None``; ``benchmarks/bench_search.py``).
     n_search_trials : int, default=500
         Candidates tried by ``search="cv"``.
     train : bool, default=False
@@ -253,7 +253,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
     temperature_ : float
         Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted
         on the held-out scores the blend is searched on (leave-one-out, or the validation
-        folds'). The blend's logits are sums of kernels in [0, 1], far too flat as they
+        folds'; at most 1000 of them, see ``search``). The blend's logits are sums of kernels in [0, 1], far too flat as they
         are; predictions do not depend on it.
     n_features_in_ : int
         Number of features seen during fit.
