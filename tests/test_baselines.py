@@ -240,6 +240,29 @@ def test_search_score_is_the_true_leave_one_out_accuracy(text):
     assert memorising.score(X, y) == 1.0  # what a search without leave-one-out would see
 
 
+def test_search_chooses_the_brute_force_best_weights():
+    # Every candidate's dense leave-one-out accuracy, the first best: the estimator's
+    # choice, its score, and the same again with the same random_state.
+    X, y, T = _problem(seed=2, per_class=6, noise=1.5)
+    params = dict(text_features=T, logit_scale=10.0, search="cv", n_search_trials=40,
+                  random_state=0)
+    clf = TipAdapterClassifier(**params).fit(X, y)
+    candidates = random_candidates({"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                                   {"alpha": 1.0, "beta": 5.5}, 40, np.random.RandomState(0),
+                                   shared="beta")
+    keys = l2_normalize(X)
+    zs = 10.0 * keys @ l2_normalize(T).T
+    accuracies = [_loo_accuracy_reference(zs, keys, y, 4, np.arange(len(y)), **c)
+                  for c in candidates]
+    best = candidates[int(np.argmax(accuracies))]
+    assert (clf.alpha_, clf.beta_) == (best["alpha"], best["beta"])
+    assert clf.search_score_ == pytest.approx(max(accuracies))
+    assert len(set(accuracies)) > 2
+    again = TipAdapterClassifier(**params).fit(X, y)
+    assert (again.alpha_, again.beta_, again.search_score_) == (
+        clf.alpha_, clf.beta_, clf.search_score_)
+
+
 def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
     X, y, T = _problem(per_class=12)
     seen = []
@@ -249,12 +272,12 @@ def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
         return loo_accuracies(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs)
 
     monkeypatch.setattr(baselines, "loo_accuracies", recording)
-    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 10)
+    monkeypatch.setattr(baselines, "MAX_HELD_OUT", 10)
     clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
     (queries,) = seen
     assert len(queries) == 10 == len(np.unique(queries)) and queries.max() < len(y)
     assert (10 * clf.search_score_) == pytest.approx(round(10 * clf.search_score_))
-    monkeypatch.setattr(baselines, "_MAX_SEARCH_QUERIES", 1000)
+    monkeypatch.setattr(baselines, "MAX_HELD_OUT", 1000)
     TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
     np.testing.assert_array_equal(seen[1], np.arange(len(y)))  # all shots when few
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sklearn_cmm._math.basic import class_means, l2_normalize, loo_prototype_cosine, one_hot
-from sklearn_cmm._math.search import best_candidate, random_candidates
+from sklearn_cmm._math.search import held_out_subset, random_candidates
 from sklearn_cmm._math.tip_adapter import tip_adapter_logits
 
 
@@ -46,6 +46,18 @@ def test_loo_prototype_cosine_matches_loop(shots):
     )
 
 
+def test_loo_prototype_cosine_with_a_projection_averages_the_projected_items():
+    rng = np.random.RandomState(5)
+    y = np.repeat(np.arange(4), 3)
+    queries = l2_normalize(rng.randn(len(y), 5))
+    tokens, M = rng.randn(len(y), 7), rng.randn(7, 5)
+    index = np.array([0, 4, 11])
+    np.testing.assert_allclose(
+        loo_prototype_cosine(queries[index], tokens, y, 4, index, projection=M),
+        _loo_reference(queries, tokens @ M, y, 4)[index],
+    )
+
+
 def test_tip_adapter_logits_matches_loop():
     rng = np.random.RandomState(2)
     zs, A = rng.randn(6, 3), rng.uniform(-1, 1, (6, 6))
@@ -80,14 +92,13 @@ def test_random_candidates_defaults_first_and_in_bounds():
     )
 
 
-def test_best_candidate_first_among_equals():
-    y = np.array([0, 1])
-
-    def logits_of(flip):
-        return np.array([[1.0, 0.0], [0.0, 1.0]]) if flip < 1 else np.eye(2)[::-1]
-
-    best, accuracy = best_candidate(logits_of, [{"flip": 2}, {"flip": 0}, {"flip": 0.5}], y)
-    assert best == {"flip": 0} and accuracy == 1.0
+def test_held_out_subset_all_when_few_else_a_reproducible_sorted_draw():
+    rng = np.random.RandomState(0)
+    np.testing.assert_array_equal(held_out_subset(10, rng, 10), np.arange(10))
+    assert rng.randint(1000) == np.random.RandomState(0).randint(1000)  # nothing drawn
+    index = held_out_subset(50, np.random.RandomState(3), 10)
+    assert len(np.unique(index)) == 10 and np.all(np.diff(index) > 0) and index.max() < 50
+    np.testing.assert_array_equal(index, held_out_subset(50, np.random.RandomState(3), 10))
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.float64, 1e200), (np.float32, 1e30), (np.float64, 1e-200)])

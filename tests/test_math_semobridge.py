@@ -8,8 +8,11 @@ import torch
 
 from sklearn_cmm._math.semobridge_loss import semobridge_t_loss
 from sklearn_cmm._math.semobridge import (
+    blend_accuracies,
+    blend_contenders,
     bridge,
     bridge_prototypes,
+    class_divergence,
     class_weights,
     loo_score_matrices,
     pinv_with_cutoff,
@@ -150,6 +153,94 @@ def test_loo_score_matrices_match_loop(problem, text):
             assert z1[i, c] == pytest.approx(dot(unit(f[i]), zero_shot))
             assert z2[i, c] == pytest.approx(dot(unit(f[i]), prototype(f_hat_shots, c, left_out)))
             assert z3[i, c] == pytest.approx(dot(unit(f_hat[i]), prototype(f, c, left_out)))
+
+
+def test_loo_score_matrices_of_some_shots_from_their_pseudo_tokens(problem):
+    # Scoring a subset of the shots, the bridged shots given as tokens times W, is the
+    # full computation's rows.
+    rng, W, y, f, T, n_classes = problem
+    tokens = rng.randn(len(y), W.shape[0])
+    f_hat = rng.randn(*f.shape)
+    index = np.array([1, 5, 6, 10])
+    for text in (T, None):
+        full = loo_score_matrices(f, f_hat, tokens @ W, y, n_classes, text)
+        part = loo_score_matrices(f, f_hat[index], tokens, y, n_classes, text, index,
+                                  shots_projection=W)
+        for a, b in zip(part, full):
+            np.testing.assert_allclose(a, b[index])
+
+
+def _blend_problem(seed, n_queries, n_classes, ties):
+    rng = np.random.RandomState(seed)
+    base = rng.uniform(-1, 1, (n_queries, n_classes))
+    z = [np.clip(base + 0.3 * rng.randn(n_queries, n_classes), -1, 1) for _ in range(3)]
+    divergence = rng.uniform(9, 10, n_classes)
+    if ties:  # coarse values and duplicated classes: ties everywhere
+        z = [np.round(np.concatenate([m, m[:, :3]], axis=1), 1) for m in z]
+        divergence = np.round(np.concatenate([divergence, divergence[:3]]), 1)
+    # Labels the scores mostly agree with, so that accuracies differ between blends.
+    y = np.argmax(sum(z) + rng.randn(*z[0].shape), axis=1)
+    return rng, z, divergence, y
+
+
+def _reference_accuracy(z, divergence, y, candidate):
+    weights = {k: v for k, v in candidate.items() if k != "smoothness"}
+    w = np.exp(candidate["smoothness"] * divergence)
+    return np.mean(np.argmax(semobridge_logits(*z, w, **weights), axis=1) == y)
+
+
+BLEND_SPACE = {"smoothness": (0.0, 1.5), "alpha": (0.0, 10.0), "beta": (0.0, 10.0),
+               "gamma": (0.0, 10.0), "lambda1": (0.0, 1.0), "lambda2": (0.0, 1.0),
+               "lambda3": (0.0, 1.0)}
+EDGE_BLENDS = [  # constant logits, a single term, zero sharpness with class weights
+    dict(smoothness=0.0, alpha=0.0, beta=0.0, gamma=0.0, lambda1=1.0, lambda2=1.0, lambda3=1.0),
+    dict(smoothness=0.5, alpha=0.0, beta=3.0, gamma=0.0, lambda1=0.0, lambda2=1.0, lambda3=0.0),
+    dict(smoothness=0.0, alpha=2.0, beta=0.0, gamma=0.0, lambda1=1.0, lambda2=0.0, lambda3=0.0),
+    dict(smoothness=0.7, alpha=0.0, beta=0.0, gamma=0.0, lambda1=0.3, lambda2=0.5, lambda3=0.0),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("max_rounds", [1, 3, 16])
+def test_blend_accuracies_are_the_full_argmax_accuracies(ties, max_rounds):
+    from sklearn_cmm._math.search import random_candidates
+
+    for seed in range(4):
+        rng, z, divergence, y = _blend_problem(seed, 30, 25, ties)
+        candidates = random_candidates(BLEND_SPACE, EDGE_BLENDS[0], 40, rng) + EDGE_BLENDS
+        parts = [(*z, divergence, y), (*[m[:7] for m in z], divergence[::-1].copy(), y[:7])]
+        expected = [
+            (30 * _reference_accuracy(z, divergence, y, c)
+             + 7 * _reference_accuracy([m[:7] for m in z], parts[1][3], y[:7], c)) / 37
+            for c in candidates
+        ]
+        got = blend_accuracies(parts, candidates, max_rounds=max_rounds)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+        assert len(set(expected)) > 3  # the check has teeth
+
+
+def test_blend_contenders_keep_every_winner_and_drop_most_classes():
+    from sklearn_cmm._math.search import random_candidates
+
+    rng, z, divergence, y = _blend_problem(7, 40, 200, ties=False)
+    keep = blend_contenders(*z, divergence)
+    assert keep.sum(axis=1).max() < 60  # most of the 200 classes cannot win
+    for candidate in random_candidates(BLEND_SPACE, EDGE_BLENDS[1], 100, rng):
+        weights = {k: v for k, v in candidate.items() if k != "smoothness"}
+        w = np.exp(candidate["smoothness"] * divergence)
+        winners = np.argmax(semobridge_logits(*z, w, **weights), axis=1)
+        assert keep[np.arange(40), winners].all()
+
+
+def test_class_divergence_is_the_log_of_the_weights(problem):
+    rng, W, y, f, T, n_classes = problem
+    F_bar = l2_rows(rng.randn(n_classes, f.shape[1]))
+    np.testing.assert_allclose(np.log(class_weights(F_bar, T, 0.7)),
+                               0.7 * class_divergence(F_bar, T), rtol=1e-12)
+
+
+def l2_rows(M):
+    return M / np.linalg.norm(M, axis=1, keepdims=True)
 
 
 def test_loo_scores_of_a_single_shot_class_are_zero(problem):

@@ -332,6 +332,83 @@ def test_search_after_training_uses_the_trained_bridge(data):
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
 
 
+def test_search_chooses_the_brute_force_best_blend(data):
+    # Leave-one-out score matrices by loops, every candidate's logits in full, the first
+    # best: the estimator's choice and score must be exactly that.
+    from scipy.special import softmax
+
+    from sklearn_cmm._math.search import random_candidates
+    from sklearn_cmm.semobridge import SEARCH_SPACE
+
+    X_train, y_train, _, _, text, W = data
+    n_trials = 60
+    clf = fitted(data, search="cv", n_search_trials=n_trials, random_state=0)
+    defaults = {name: getattr(SeMoBridgeClassifier(), name) for name in SEARCH_SPACE}
+    candidates = random_candidates(SEARCH_SPACE, defaults, n_trials, np.random.RandomState(0))
+    bridged = normalize(X_train @ explicit_pinv(W, 0.3)) @ W
+    z = np.zeros((3, len(y_train), 5))
+    for i in range(len(y_train)):
+        for c in range(5):
+            members = (y_train == c) & (np.arange(len(y_train)) != i)
+            z[0, i, c] = normalize(X_train[i]) @ text[c]
+            z[1, i, c] = normalize(X_train[i]) @ normalize(bridged[members].mean(0))
+            z[2, i, c] = normalize(bridged[i]) @ normalize(X_train[members].mean(0))
+    F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in range(5)]))
+    divergence = np.log2((1 + 1e-6) / (np.diag(softmax(F_bar @ text.T, axis=1)) + 1e-6))
+    accuracies = []
+    for cand in candidates:
+        w = np.exp(cand["smoothness"] * divergence)
+        logits = cand["lambda1"] * np.exp(-cand["alpha"] * (1 - z[0])) + w * (
+            cand["lambda2"] * np.exp(-cand["beta"] * (1 - z[1]))
+            + cand["lambda3"] * np.exp(-cand["gamma"] * (1 - z[2])))
+        accuracies.append(np.mean(np.argmax(logits, axis=1) == y_train))
+    best = candidates[int(np.argmax(accuracies))]
+    assert {name: getattr(clf, name + "_") for name in SEARCH_SPACE} == best
+    assert clf.search_score_ == pytest.approx(max(accuracies), abs=1e-12)
+    assert len(set(accuracies)) > 3  # the candidates differ, so the check has teeth
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_search_scores_a_reproducible_subset_of_held_out_shots_at_scale(data, monkeypatch, train):
+    from sklearn_cmm import semobridge
+
+    seen = []
+    original = semobridge._search_accuracies
+
+    def recording(parts, candidates):
+        seen.append(sum(len(part[3]) for part in parts))
+        return original(parts, candidates)
+
+    monkeypatch.setattr(semobridge, "_search_accuracies", recording)
+    monkeypatch.setattr(semobridge, "MAX_HELD_OUT", 7)
+    params = dict(search="cv", n_search_trials=20, random_state=0)
+    if train:  # the validation folds' held-out shots are subsampled the same way
+        params.update(train=True, max_iter=50, validation_interval=25, warmup_iter=0,
+                      learning_rate=1e-2)
+    clf = fitted(data, **params)
+    assert seen and all(n == 7 for n in seen)
+    assert 7 * clf.search_score_ == pytest.approx(round(7 * clf.search_score_))
+    again = fitted(data, **params)
+    assert again.search_score_ == clf.search_score_ and again.alpha_ == clf.alpha_
+    assert again.temperature_ == clf.temperature_
+    monkeypatch.setattr(semobridge, "MAX_HELD_OUT", 1000)
+    seen.clear()
+    fitted(data, **params)
+    assert seen and all(n == len(data[1]) for n in seen)  # all shots when few
+
+
+def test_plain_fit_without_calibration_scores_no_held_out_shots(data, monkeypatch):
+    from sklearn_cmm import semobridge
+
+    def fail(*args, **kwargs):
+        raise AssertionError("held-out scores computed for nothing")
+
+    monkeypatch.setattr(semobridge, "loo_score_matrices", fail)
+    assert fitted(data, calibration=None).temperature_ == 1.0
+    with pytest.raises(AssertionError, match="for nothing"):
+        fitted(data)
+
+
 def test_grid_search_over_shots_and_alpha():
     X, y, text, W = modality_gap_problem(1, n_classes=4, n_per_class=10)
     search = GridSearchCV(
@@ -604,21 +681,21 @@ def test_trained_checkpoint_kept_only_if_it_beats_the_searched_closed_form(
     # After the validation training, the blend is searched on the trained checkpoint's
     # held-out scores (1st call) and on the closed form's (2nd call); force who wins.
     calls = []
-    original = semobridge.best_candidate
+    original = semobridge._search_accuracies
 
-    def rigged(logits_of, candidates, y):
-        best, score = original(logits_of, candidates, y)
-        calls.append(score)
+    def rigged(parts, candidates):
+        accuracies = original(parts, candidates)
+        calls.append(accuracies.max())
         if len(calls) == 2:
-            score = calls[0] + (0.0 if closed_form_wins else -0.01)
-        return best, score
+            accuracies = np.full(len(candidates), calls[0] + (0.0 if closed_form_wins else -0.01))
+        return accuracies
 
-    monkeypatch.setattr(semobridge, "best_candidate", rigged)
+    monkeypatch.setattr(semobridge, "_search_accuracies", rigged)
     params = dict(train=True, max_iter=60, validation_interval=25, warmup_iter=0,
                   n_iter_no_change=None, learning_rate=1e-2, search="cv",
                   n_search_trials=20, random_state=0)
     clf = fitted(data, **params)
-    monkeypatch.setattr(semobridge, "best_candidate", original)
+    monkeypatch.setattr(semobridge, "_search_accuracies", original)
     if closed_form_wins:  # ties go to the closed form
         assert clf.best_iter_ == 0 and clf.loss_curve_ is None
         closed = fitted(data, search="cv", n_search_trials=20, random_state=0)

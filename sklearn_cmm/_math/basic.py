@@ -40,7 +40,7 @@ def one_hot(y_encoded, n_classes):
     return np.eye(n_classes)[y_encoded]
 
 
-def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None):
+def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None, projection=None):
     """Cosine of each query to every class prototype, its own item left out.
 
     Prototype ``c`` is ``normalize(mean of items of class c)``. Query ``i`` is paired with
@@ -61,6 +61,10 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None)
     query_index : ndarray of int of shape (n_queries,) or None, default=None
         The item each query is; None: query ``i`` is item ``i`` (``n_queries ==
         n_samples``). Costs ``n_queries x n_classes x dim`` whatever the number of items.
+    projection : ndarray of shape (n_item_features, dim) or None, default=None
+        The prototypes average ``items @ projection`` (SeMoBridge's bridged shots: pseudo
+        tokens times the text projection). The product is linear, so only the class sums
+        and the left-out items are projected, not every item.
 
     Returns
     -------
@@ -68,9 +72,12 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None)
     """
     index = np.arange(len(y_encoded)) if query_index is None else np.asarray(query_index)
     sums = class_sums(items, y_encoded, n_classes)
+    own_items = items[index]
+    if projection is not None:
+        sums, own_items = sums @ projection, own_items @ projection
     scores = queries @ l2_normalize(sums).T
     labels = y_encoded[index]
-    own = sums[labels] - items[index]
+    own = sums[labels] - own_items
     own_norm = np.linalg.norm(own, axis=1)
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
     scores[np.arange(len(labels)), labels] = np.where(own_norm == 0, 0.0, own_score)

@@ -1,4 +1,4 @@
-"""Cheap hyper-parameter search over blend weights whose score matrices are fixed."""
+"""Candidates of the hyper-parameter searches and the held-out shots they are scored on."""
 
 import math
 
@@ -55,23 +55,27 @@ def random_candidates(space, defaults, n_trials, random_state=None, *, shared=No
     return [dict(defaults), *draws]
 
 
-def best_candidate(logits_of, candidates, y_encoded):
-    """The candidate whose logits classify ``y_encoded`` best (the first among equals).
+#: Most held-out shots a search scores (and a temperature is fitted on): the search's cost
+#: stops growing with the number of shots.
+MAX_HELD_OUT = 1000
+
+
+def held_out_subset(n_samples, rng, max_size):
+    """Indices of the held-out shots to score: all, or a random ``max_size`` of them.
 
     Parameters
     ----------
-    logits_of : callable
-        ``logits_of(**candidate) -> (n_samples, n_classes)``, computed from score
-        matrices that do not change between candidates.
-    candidates : list of dict
-    y_encoded : ndarray of shape (n_samples,)
+    n_samples : int
+    rng : numpy.random.RandomState
+        Drawn from only when ``n_samples > max_size``.
+    max_size : int
+        At most this many (the estimators pass :data:`MAX_HELD_OUT`).
 
     Returns
     -------
-    best : dict
-    accuracy : float
-        Its accuracy.
+    index : ndarray of int
+        Sorted, ``min(n_samples, max_size)`` distinct indices.
     """
-    accuracies = [np.mean(np.argmax(logits_of(**c), axis=1) == y_encoded) for c in candidates]
-    best = int(np.argmax(accuracies))
-    return candidates[best], float(accuracies[best])
+    if n_samples <= max_size:
+        return np.arange(n_samples)
+    return np.sort(rng.choice(n_samples, max_size, replace=False))

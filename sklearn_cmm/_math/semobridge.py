@@ -151,11 +151,31 @@ def bridge_prototypes(f, tokens, W, y_encoded, n_classes):
     )
 
 
+def class_divergence(F_bar, T):
+    """How far each class's image prototype misses its own text: SeMoBridge's ``D_c``.
+
+    ``p_c = softmax_j(F_bar_c . T_j)`` (no temperature),
+    ``D_c = log2((1 + 1e-6) / (p_cc + 1e-6))``.
+
+    Parameters
+    ----------
+    F_bar : ndarray of shape (n_classes, dim)
+        Unit raw image class prototypes.
+    T : ndarray of shape (n_classes, dim)
+        Unit class text prototypes, in the same class order.
+
+    Returns
+    -------
+    D : ndarray of shape (n_classes,)
+    """
+    p_own = np.diag(softmax(F_bar @ T.T, axis=1))
+    return np.log2((1 + 1e-6) / (p_own + 1e-6))
+
+
 def class_weights(F_bar, T, smoothness):
     """SeMoBridge's per-class weights, larger where image prototypes miss their own text.
 
-    ``p_c = softmax_j(F_bar_c . T_j)`` (no temperature),
-    ``D_c = log2((1 + 1e-6) / (p_cc + 1e-6))``, ``w_c = exp(smoothness * D_c)``.
+    ``w_c = exp(smoothness * D_c)``, ``D_c`` the :func:`class_divergence`.
 
     Parameters
     ----------
@@ -171,9 +191,7 @@ def class_weights(F_bar, T, smoothness):
     w : ndarray of shape (n_classes,)
         The weight ``w_c`` of each class.
     """
-    p_own = np.diag(softmax(F_bar @ T.T, axis=1))
-    divergence = np.log2((1 + 1e-6) / (p_own + 1e-6))
-    return np.exp(smoothness * divergence)
+    return np.exp(smoothness * class_divergence(F_bar, T))
 
 
 def score_matrices(f, f_hat, T, F_hat, F_bar):
@@ -201,7 +219,8 @@ def score_matrices(f, f_hat, T, F_hat, F_bar):
     return queries @ T.T, queries @ F_hat.T, l2_normalize(f_hat) @ F_bar.T
 
 
-def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None):
+def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, query_index=None,
+                       shots_projection=None):
     """:func:`score_matrices` of the few-shot images, each left out of its own prototypes.
 
     For cross-validating the blend weights on the training shots: shot ``i``'s score for
@@ -212,10 +231,12 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None):
     ----------
     f : ndarray of shape (n_samples, dim)
         Raw few-shot embeddings.
-    f_hat : ndarray of shape (n_samples, dim)
-        Them bridged without bias, as queries are.
+    f_hat : ndarray of shape (n_queries, dim)
+        The scored shots bridged without bias, as queries are (all shots when
+        ``query_index`` is None).
     f_hat_shots : ndarray of shape (n_samples, dim)
-        Them bridged as for the prototypes (with SeMoBridge-T's class bias, if any).
+        The shots bridged as for the prototypes (with SeMoBridge-T's class bias, if any);
+        their pseudo tokens (shape ``(n_samples, width)``) with ``shots_projection``.
     y_encoded : ndarray of shape (n_samples,)
         Class index of each shot.
     n_classes : int
@@ -223,20 +244,150 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None):
     T : ndarray of shape (n_classes, dim) or None, default=None
         Unit text prototypes; None when the zero-shot prototypes are the image class means
         ``normalize(mean normalize(f))``, which are then left out the same way.
+    query_index : ndarray of int of shape (n_queries,) or None, default=None
+        The shots scored, each left out of its own prototypes; None scores them all. The
+        cost is ``3 n_queries x n_classes x dim`` plus one pass over the shots.
+    shots_projection : ndarray of shape (width, dim) or None, default=None
+        The text projection ``W`` when ``f_hat_shots`` are pseudo tokens: the bridged shots
+        are ``f_hat_shots @ W``, of which only the class sums and the scored shots are
+        computed.
 
     Returns
     -------
-    z1, z2, z3 : ndarray of shape (n_samples, n_classes)
+    z1, z2, z3 : ndarray of shape (n_queries, n_classes)
         The score matrices of :func:`score_matrices`, leave-one-out.
     """
-    queries = l2_normalize(f)
+    index = np.arange(len(y_encoded)) if query_index is None else np.asarray(query_index)
+    queries = l2_normalize(f[index])
     if T is None:
-        z1 = loo_prototype_cosine(queries, queries, y_encoded, n_classes)
+        z1 = loo_prototype_cosine(queries, l2_normalize(f), y_encoded, n_classes, index)
     else:
         z1 = queries @ T.T
-    z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes)
-    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes)
+    z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes, index, shots_projection)
+    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index)
     return z1, z2, z3
+
+
+def blend_contenders(z1, z2, z3, divergence, *, max_rounds=16, block=128):
+    """The classes that can be a query's argmax for some blend of :func:`semobridge_logits`.
+
+    Every term of the blend is non-decreasing in the class's ``z1``, ``z2``, ``z3`` and
+    ``D_c`` (``w_c = exp(smoothness D_c)``) for non-negative parameters. So class ``c``
+    never wins against a class ``p`` with all four values at least ``c``'s and a lower
+    index (``p`` wins ties), nor against one with all four strictly larger (``p``'s logit
+    is then larger for every blend whose logits are not all equal, see
+    :func:`blend_accuracies`). Such classes are dropped: for each query, rounds pick the
+    remaining class of largest ``z1 + z2 + z3 + D_c`` not yet picked (a class no
+    remaining one dominates) and drop every class it dominates. After ``max_rounds``
+    rounds, or when every remaining class was picked (then the rest is exactly the
+    classes no class dominates in this sense), the rest is returned: a superset of the
+    possible winners, some 15 of 1000 classes for CLIP-like scores.
+
+    Parameters
+    ----------
+    z1, z2, z3 : ndarray of shape (n_queries, n_classes)
+        Score matrices (:func:`score_matrices`).
+    divergence : ndarray of shape (n_classes,)
+        ``D_c`` (:func:`class_divergence`).
+    max_rounds : int, default=16
+        Most rounds; each costs a few comparisons of the ``(n_queries, n_classes)`` scores.
+    block : int, default=128
+        Queries processed together.
+
+    Returns
+    -------
+    contenders : ndarray of bool of shape (n_queries, n_classes)
+    """
+    n_queries, n_classes = z1.shape
+    contenders = np.ones((n_queries, n_classes), dtype=bool)
+    index = np.arange(n_classes)
+    for start in range(0, n_queries, block):
+        scores = [z[start : start + block] for z in (z1, z2, z3)]
+        alive = contenders[start : start + block]  # a view: updated in place
+        rows = np.arange(len(alive))
+        total = scores[0] + scores[1] + scores[2] + divergence
+        unpicked = np.ones_like(alive)
+        for _ in range(max_rounds):
+            open_ = alive & unpicked
+            if not open_.any():
+                break
+            picked = np.argmax(np.where(open_, total, -np.inf), axis=1)
+            unpicked[rows, picked] = False
+            at_most = divergence <= divergence[picked][:, None]
+            below = divergence < divergence[picked][:, None]
+            for z in scores:
+                top = z[rows, picked][:, None]
+                at_most &= z <= top
+                below &= z < top
+            # A row with nothing open picked a dominated class: dropping what that one
+            # dominates is still right (domination is transitive).
+            alive &= ~(below | (at_most & (index > picked[:, None])))
+    return contenders
+
+
+def blend_accuracies(held_out, candidates, *, max_rounds=16):
+    """Accuracy of each blend of :func:`semobridge_logits` on held-out score matrices.
+
+    The argmax of each query is taken over its :func:`blend_contenders` only (found once
+    for all candidates), which gives the full argmax, first class among equals included:
+    a trial costs three exponentials of the contenders' scores (some 15 a query among
+    1000 classes) instead of three of the full ``(n_queries, n_classes)`` matrices. A
+    blend whose logits are equal for every class (each term has a zero weight, or a zero
+    sharpness with ``smoothness=0`` for the image terms) predicts the first class, as the
+    full argmax does.
+
+    Parameters
+    ----------
+    held_out : list of tuple
+        ``(z1, z2, z3, divergence, y)`` per group of queries sharing prototypes (a
+        validation fold, or the leave-one-out shots): score matrices of shape
+        ``(n_queries, n_classes)``, the ``D_c`` of :func:`class_divergence` and the
+        queries' classes.
+    candidates : list of dict
+        Values of ``smoothness``, ``alpha``, ``beta``, ``gamma``, ``lambda1``, ``lambda2``,
+        ``lambda3``.
+    max_rounds : int, default=16
+        Passed to :func:`blend_contenders`.
+
+    Returns
+    -------
+    accuracies : ndarray of shape (n_candidates,)
+        Over all queries of ``held_out`` pooled.
+    """
+    correct = np.zeros(len(candidates))
+    for z1, z2, z3, divergence, y in held_out:
+        if not len(y):
+            continue
+        # Contenders of all queries in one flat array, query by query, in class order.
+        rows, classes = np.nonzero(blend_contenders(z1, z2, z3, divergence,
+                                                    max_rounds=max_rounds))
+        counts = np.bincount(rows, minlength=len(y))  # >= 1: the best class is never dropped
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        scores = [z[rows, classes] for z in (z1, z2, z3)]
+        first_class = np.count_nonzero(y == 0)
+        for i, candidate in enumerate(candidates):
+            if _constant_blend(candidate):
+                correct[i] += first_class
+                continue
+            weights = {k: v for k, v in candidate.items() if k != "smoothness"}
+            w = np.exp(candidate["smoothness"] * divergence)
+            logits = semobridge_logits(*scores, w[classes], **weights)
+            # Each query's first maximum (np.argmax's choice, a NaN counting as one).
+            top = np.repeat(np.maximum.reduceat(logits, starts), counts)
+            peaks = np.flatnonzero((logits == top) | np.isnan(logits))
+            first = peaks[np.searchsorted(peaks, starts)]
+            correct[i] += np.count_nonzero(classes[first] == y)
+    return correct / sum(len(part[4]) for part in held_out)
+
+
+def _constant_blend(candidate):
+    """Whether every class gets the same :func:`semobridge_logits` under ``candidate``."""
+    image_sharp = candidate["smoothness"] > 0
+    return not (
+        (candidate["lambda1"] > 0 and candidate["alpha"] > 0)
+        or (candidate["lambda2"] > 0 and (candidate["beta"] > 0 or image_sharp))
+        or (candidate["lambda3"] > 0 and (candidate["gamma"] > 0 or image_sharp))
+    )
 
 
 def semobridge_logits(z1, z2, z3, w, alpha, beta, gamma, lambda1, lambda2, lambda3):
