@@ -31,6 +31,7 @@ from sklearn_cmm.protocol.report import mean_std, run_environment, write_json
 METHODS = {
     "zero-shot": (ZeroShotClassifier, "zero-shot", {}),
     "tip-adapter": (TipAdapterClassifier, "tip-adapter", {"search": "cv"}),
+    "tip-adapter-f": (TipAdapterClassifier, "tip-adapter", {"search": "cv", "train": True}),
     "cmm": (CrossModalMappingClassifier, "cmm", {}),
     "semobridge": (SeMoBridgeClassifier, "semobridge", {"search": "cv"}),
     "semobridge-t": (SeMoBridgeClassifier, "semobridge", {"search": "cv", "train": True}),

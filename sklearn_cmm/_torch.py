@@ -4,6 +4,8 @@ Every estimator goes through these helpers, so that arrays enter and leave as nu
 device is chosen in one place, and nothing touches torch's global random state.
 """
 
+import math
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -55,13 +57,17 @@ def minimize_full_batch(
     weight_decay=0.0,
     warmup_iter=0,
     warmup_start_lr=0.0,
+    schedule="constant",
     verbose=False,
     desc="training",
 ):
     """Minimise ``loss_fn()`` over ``params`` with full-batch AdamW.
 
     The learning rate rises linearly from ``warmup_start_lr`` to ``learning_rate`` over
-    the first ``warmup_iter`` steps, then stays constant.
+    the first ``warmup_iter`` steps, then stays constant or, with ``schedule="cosine"``,
+    follows a cosine from ``learning_rate`` down toward 0 over the remaining steps
+    (``learning_rate * (1 + cos(pi * t / n)) / 2`` at step ``t`` of ``n``, as torch's
+    ``CosineAnnealingLR`` with ``T_max = n``).
 
     Parameters
     ----------
@@ -77,6 +83,8 @@ def minimize_full_batch(
         Length of the linear warm-up.
     warmup_start_lr : float, default=0.0
         Learning rate at step 0 when ``warmup_iter > 0``.
+    schedule : {"constant", "cosine"}, default="constant"
+        The learning rate after the warm-up.
     verbose : bool, default=False
         Show a tqdm progress bar.
     desc : str
@@ -100,6 +108,9 @@ def minimize_full_batch(
     for step in tqdm(range(max_iter), desc=desc, disable=not verbose, leave=False):
         if step < warmup_iter:
             lr = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_iter
+        elif schedule == "cosine":
+            progress = (step - warmup_iter) / (max_iter - warmup_iter)
+            lr = learning_rate * (1.0 + math.cos(math.pi * progress)) / 2.0
         else:
             lr = learning_rate
         for group in optimizer.param_groups:

@@ -1,4 +1,4 @@
-"""The baselines every few-shot CLIP table starts from: zero-shot CLIP and Tip-Adapter."""
+"""The baselines every few-shot CLIP table starts from: zero-shot CLIP and Tip-Adapter(-F)."""
 
 from numbers import Integral, Real
 
@@ -6,11 +6,13 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
+from ._device import check_device
 from ._math.basic import l2_normalize, loo_prototype_cosine
 from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
+from ._math.semobridge import validation_folds
 from ._math.tip_adapter import (
     cache_indicator,
-    loo_accuracies,
+    correct_counts,
     tip_adapter_logits,
 )
 from .text import CLIP_IMAGENET_TEMPLATES
@@ -18,6 +20,13 @@ from .text import CLIP_IMAGENET_TEMPLATES
 #: Largest ``n_queries x n_cache`` kernel Tip-Adapter computes at once (32 MB of float64):
 #: predictions and the search run in blocks of queries of this size.
 _KERNEL_BLOCK = 2**22
+
+#: Validation folds of Tip-Adapter-F's shots: each fold's cache holds about 3/4 of them.
+N_VALIDATION_FOLDS = 4
+
+#: AdamW's weight decay of Tip-Adapter-F (torch's default, as the authors'); it pulls
+#: the keys' change back toward the cache.
+WEIGHT_DECAY = 0.01
 
 
 @fill_doc
@@ -125,12 +134,14 @@ class ZeroShotClassifier(FewShotClassifierBase):
 
 @fill_doc
 class TipAdapterClassifier(FewShotClassifierBase):
-    """Training-free Tip-Adapter: zero-shot logits plus a cache model of the shots.
+    """Tip-Adapter: zero-shot logits plus a cache model of the shots, training-free or trained.
 
-    ``logits = logit_scale * cos(x, T) + alpha * exp(-beta * (1 - cos(x, K))) @ L``, with
-    ``T`` the class text prototypes, ``K`` the normalised training images (the cache keys)
-    and ``L`` their one-hot labels. Text-free, ``T`` are the class means of the normalised
-    images.
+    ``logits = logit_scale * cos(x, T) + alpha * exp(-beta * (1 - x_n @ K.T)) @ L``, with
+    ``x_n`` the normalised query, ``T`` the class text prototypes, ``K`` the cache keys
+    (the normalised training images) and ``L`` their one-hot labels. Text-free, ``T`` are
+    the class means of the normalised images. With ``train=True`` (Tip-Adapter-F) the keys
+    are fine-tuned on the shots by cross-entropy, starting from the cache; ``L`` stays
+    fixed.
 
     Parameters
     ----------
@@ -145,11 +156,13 @@ class TipAdapterClassifier(FewShotClassifierBase):
     logit_scale : float, default=100.0
         Scale of the zero-shot cosines, as in CLIP.
     search : {"cv"} or None, default=None
-        ``"cv"`` chooses ``alpha`` and ``beta`` by leave-one-out cross-validation on the
-        training shots (each shot is classified by a cache without itself), from the given
-        values and ``n_search_trials - 1`` random draws, ``alpha`` in [0, 10] and ``beta``
-        in [0.1, 10], ``beta`` taking ``ceil(sqrt(n_search_trials - 1))`` distinct values
-        (each shared by as many ``alpha``). The test set is never needed. Cost, with
+        ``"cv"`` chooses ``alpha`` and ``beta`` on held-out shots, from the given values
+        and ``n_search_trials - 1`` random draws, ``alpha`` in [0, 10] and ``beta`` in
+        [0.1, 10], ``beta`` taking ``ceil(sqrt(n_search_trials - 1))`` distinct values
+        (each shared by as many ``alpha``). Training-free, by leave-one-out
+        cross-validation on the training shots (each shot is classified by a cache
+        without itself); with trained keys, on the validation folds (see ``train``). The
+        test set is never needed. Cost of the leave-one-out search, with
         ``m = min(n_shots_total, 1000)`` left-out shots (a random subset beyond 1000):
         one ``m x n_shots_total x n_features`` affinity product, one kernel of
         ``m x n_shots_total`` exponentials per distinct ``beta`` and an
@@ -160,6 +173,31 @@ class TipAdapterClassifier(FewShotClassifierBase):
         ``benchmarks/bench_search.py``).
     n_search_trials : int, default=200
         Candidates tried by ``search="cv"``.
+    train : bool, default=False
+        Tip-Adapter-F: fine-tune the cache keys (initialised to the normalised shots) by
+        ``max_iter`` full-batch AdamW steps (cosine learning-rate schedule from
+        ``learning_rate``, weight decay 0.01 on the keys' change) on the cross-entropy of
+        the shots' logits at the given ``alpha`` and ``beta``, each shot's own key left out
+        of its logits. Whether training helps is decided on held-out shots: the shots of
+        each class are dealt into 4 validation folds (classes of one shot are always
+        trained on); for each fold, keys trained on the other folds' shots and the
+        untrained keys classify the fold's shots, at the best candidate of ``search``
+        (or the given weights). When the trained keys are more accurate, the keys are
+        trained on all shots, ``alpha`` and ``beta`` are the folds' choice and
+        ``predict_proba``'s temperature is fitted on the folds' held-out logits; otherwise
+        (and when no class has two shots to validate on) the fit is the training-free one.
+        Torch is imported only here. A step costs about ``6 n_shots_total^2 n_features``
+        flops and memory for a few ``n_shots_total^2`` kernels (full batch): fine for
+        thousands of shots, not for ImageNet's 16,000 on a CPU.
+    max_iter : int, default=100
+        AdamW steps of each training (one full batch each).
+    learning_rate : float, default=1e-3
+        AdamW's initial learning rate (the authors').
+    device : str, default="auto"
+        Torch device of the training (``"auto"``: the first GPU if any, else the CPU).
+        Prediction always runs in float64 numpy.
+    verbose : bool or int, default=False
+        Show a progress bar during training.
 
     Attributes
     ----------
@@ -173,14 +211,26 @@ class TipAdapterClassifier(FewShotClassifierBase):
     prototype_source_ : {"text", "image_means"}
         Where the prototypes come from.
     cache_keys_ : ndarray of shape (n_shots_total, n_features)
-        The normalised training images.
+        The normalised training images, or the keys trained from them (``best_iter_ > 0``).
     cache_labels_ : ndarray of shape (n_shots_total,)
         Their class indices (into ``classes_``).
     alpha_, beta_ : float
         The weights used: the parameters, or the search's choice.
     search_score_ : float or None
-        Leave-one-out accuracy of the chosen weights on the (left-out) shots
-        (``search="cv"``).
+        Held-out accuracy of the chosen weights on the shots they were searched on
+        (``search="cv"``): leave-one-out, or the validation folds' with trained keys.
+    n_iter_ : int
+        Training steps of each training run: ``max_iter`` when the folds were trained, 0
+        when no class had two shots; 1 without training (the cache is one pass;
+        scikit-learn wants ``n_iter_ >= 1`` from every estimator with ``max_iter``).
+    best_iter_ : int or None
+        Training steps of the keys used: ``max_iter``, or 0 (the training-free cache);
+        None without ``train``.
+    validation_scores_ : ndarray of shape (2,) or None
+        Pooled held-out accuracy of the folds' untrained and trained keys (the
+        comparison that sets ``best_iter_``); None when nothing was validated.
+    loss_curve_ : ndarray of shape (`best_iter_`,) or None
+        The loss before each step of the final training; None without one.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -190,6 +240,17 @@ class TipAdapterClassifier(FewShotClassifierBase):
     --------
     ZeroShotClassifier : The zero-shot part alone.
     SeMoBridgeClassifier : Bridges the shots into the text modality first.
+
+    Notes
+    -----
+    Tip-Adapter-F as the authors train it differs in three ways. They train 20 epochs of
+    batches of 256 augmented images on the keys of the averaged features of 10
+    augmented copies (pass augmented views as extra rows for the like), keep the epoch
+    of best test accuracy and search ``alpha`` and ``beta`` on a validation split (on
+    the test set for ImageNet). Here training is full batch for a fixed number of steps,
+    and both the decision to train and the weights come from validation folds of the
+    shots: choosing them by leave-one-out on the shots the keys were trained on would
+    be optimistic, since every key has learnt to classify the shot that is left out.
 
     References
     ----------
@@ -207,6 +268,9 @@ class TipAdapterClassifier(FewShotClassifierBase):
     >>> clf = TipAdapterClassifier(text_features=text, search="cv", random_state=0)
     >>> clf.fit(X, y).score(X, y)
     1.0
+    >>> trained = TipAdapterClassifier(text_features=text, train=True, random_state=0)
+    >>> trained.fit(X, y).best_iter_ in (0, 100)
+    True
     """
 
     _parameter_constraints = {
@@ -216,6 +280,11 @@ class TipAdapterClassifier(FewShotClassifierBase):
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
         "search": [StrOptions({"cv"}), None],
         "n_search_trials": [Interval(Integral, 1, None, closed="left")],
+        "train": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "device": [str],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -231,9 +300,14 @@ class TipAdapterClassifier(FewShotClassifierBase):
         logit_scale=100.0,
         search=None,
         n_search_trials=200,
+        train=False,
+        max_iter=100,
+        learning_rate=1e-3,
+        device="auto",
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        verbose=False,
     ):
         super().__init__(
             text_features,
@@ -250,8 +324,14 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self.logit_scale = logit_scale
         self.search = search
         self.n_search_trials = n_search_trials
+        self.train = train
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.device = device
+        self.verbose = verbose
 
     def _fit(self, X, y_encoded, class_text, rng):
+        check_device(self.device)  # also when nothing is trained
         n_classes = len(self.classes_)
         self.prototypes_, self.prototype_source_ = class_prototypes(
             X, y_encoded, n_classes, class_text
@@ -259,26 +339,111 @@ class TipAdapterClassifier(FewShotClassifierBase):
         self.cache_keys_ = l2_normalize(np.asarray(X, dtype=np.float64))
         self.cache_labels_ = y_encoded
         self.alpha_, self.beta_, self.search_score_ = self.alpha, self.beta, None
+        self.n_iter_, self.best_iter_, self.validation_scores_, self.loss_curve_ = (
+            1, None, None, None
+        )
+        candidates = None
         if self.search == "cv":
-            self._search(n_classes, rng)
+            candidates = random_candidates(
+                {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                {"alpha": self.alpha, "beta": self.beta},
+                self.n_search_trials,
+                rng,
+                shared="beta",
+            )
+        if self.train:
+            self._fine_tune(X, y_encoded, rng, candidates)
+        if candidates is not None and not self.best_iter_:  # the training-free cache
+            self._search(candidates, rng)
 
-    def _search(self, n_classes, rng):
+    def _search(self, candidates, rng):
         keys, labels = self.cache_keys_, self.cache_labels_
-        candidates = random_candidates(
-            {"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
-            {"alpha": self.alpha, "beta": self.beta},
-            self.n_search_trials,
-            rng,
-            shared="beta",
-        )
         queries, zero_shot = self._held_out_zero_shot(rng)
-        accuracies = loo_accuracies(
-            self.logit_scale * zero_shot, keys, labels, n_classes, queries, candidates,
-            block_entries=_KERNEL_BLOCK,
-        )
+        accuracies = correct_counts(
+            self.logit_scale * zero_shot, keys[queries], keys, labels, labels[queries],
+            len(self.classes_), candidates, own_entries=queries, block_entries=_KERNEL_BLOCK,
+        ) / len(queries)
         best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
         self.alpha_, self.beta_ = candidates[best]["alpha"], candidates[best]["beta"]
         self.search_score_ = float(accuracies[best])
+
+    def _fine_tune(self, X, y_encoded, rng, candidates):
+        """Tip-Adapter-F: train the keys if validation folds of the shots say it helps."""
+        n_classes = len(self.classes_)
+        folds = validation_folds(y_encoded, n_classes, rng, n_folds=N_VALIDATION_FOLDS)
+        if (folds < 0).all():  # no class of two shots: nothing to validate a training on
+            self.n_iter_ = self.best_iter_ = 0
+            return
+        scored = candidates or [{"alpha": self.alpha, "beta": self.beta}]
+        correct = np.zeros((2, len(scored)), dtype=int)  # untrained, trained keys
+        held_out = []
+        for k in np.unique(folds[folds >= 0]):
+            train, test = folds != k, folds == k
+            prototypes = self.prototypes_
+            if self.prototype_source_ == "image_means":  # the means of the fold's cache
+                prototypes = class_prototypes(X[train], y_encoded[train], n_classes, None)[0]
+            keys = self.cache_keys_[train]
+            trained = self._train_keys(keys, y_encoded[train], prototypes)[0]
+            queries = self.cache_keys_[test]
+            zero_shot = self.logit_scale * queries @ prototypes.T
+            for row, fold_keys in enumerate((keys, trained)):
+                correct[row] += correct_counts(
+                    zero_shot, queries, fold_keys, y_encoded[train], y_encoded[test],
+                    n_classes, scored, block_entries=_KERNEL_BLOCK,
+                )
+            held_out.append((queries, prototypes, trained, y_encoded[train], y_encoded[test]))
+        accuracies = correct / np.count_nonzero(folds >= 0)
+        best = np.argmax(accuracies, axis=1)  # the first among equals
+        self.validation_scores_ = accuracies[[0, 1], best]
+        self.n_iter_ = self.max_iter
+        if self.validation_scores_[1] <= self.validation_scores_[0]:
+            self.best_iter_ = 0  # the training-free cache, searched by leave-one-out
+            return
+        self.best_iter_ = self.max_iter
+        self.cache_keys_, self.loss_curve_ = self._train_keys(
+            self.cache_keys_, y_encoded, self.prototypes_
+        )
+        self.alpha_, self.beta_ = scored[best[1]]["alpha"], scored[best[1]]["beta"]
+        if candidates is not None:
+            self.search_score_ = float(self.validation_scores_[1])
+        if self.calibration is not None:
+            # Honest logits for the temperature, taken (and dropped) by _calibration_logits.
+            self._held_out_logits = (
+                np.concatenate([
+                    _cache_logits(queries, prototypes, keys, labels, n_classes,
+                                  self.logit_scale, self.alpha_, self.beta_)
+                    for queries, prototypes, keys, labels, _ in held_out
+                ]),
+                np.concatenate([truth for *_, truth in held_out]),
+            )
+
+    def _train_keys(self, keys, labels, prototypes):
+        """Keys trained from the unit shots ``keys`` on themselves, and the loss curve."""
+        import torch
+
+        from ._math.tip_adapter_loss import tip_adapter_f_loss
+        from ._torch import as_numpy, as_tensor, minimize_full_batch, resolve_device
+
+        device = resolve_device(self.device)
+        queries = as_tensor(keys, device)
+        zero_shot = self.logit_scale * queries @ as_tensor(prototypes, device).T
+        labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
+        own = torch.arange(len(labels), device=device)
+        delta = torch.zeros_like(queries, requires_grad=True)  # the keys' change
+
+        def loss_fn():
+            return tip_adapter_f_loss(
+                zero_shot, queries, queries + delta, labels_t, labels_t, self.alpha,
+                self.beta, own_entries=own,
+            )
+
+        losses = minimize_full_batch(
+            [delta], loss_fn, max_iter=self.max_iter, learning_rate=self.learning_rate,
+            weight_decay=WEIGHT_DECAY, schedule="cosine", verbose=self.verbose,
+            desc="Tip-Adapter-F",
+        )
+        # The float64 cache plus the float32 change: the start is the cache exactly.
+        return keys + as_numpy(delta), losses
 
     def _held_out_zero_shot(self, rng):
         """Shots to score by leave-one-out (at most ``MAX_HELD_OUT``) and their zero-shot
@@ -290,6 +455,8 @@ class TipAdapterClassifier(FewShotClassifierBase):
         return queries, loo_prototype_cosine(keys[queries], keys, labels, len(self.classes_), queries)
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
+        if "_held_out_logits" in self.__dict__:  # trained keys: the folds' held-out logits
+            return self.__dict__.pop("_held_out_logits")
         # Leave-one-out logits at the chosen alpha and beta: a shot's own cache entry
         # would make its logits optimistic.
         queries, zero_shot = self._held_out_zero_shot(rng)
@@ -304,21 +471,33 @@ class TipAdapterClassifier(FewShotClassifierBase):
         return logits, self.cache_labels_[queries]
 
     def _logits(self, X):
-        # In blocks of queries, so that memory is bounded whatever the cache size.
-        indicator = cache_indicator(self.cache_labels_, len(self.classes_))
-        block = max(1, _KERNEL_BLOCK // len(self.cache_keys_))
-        logits = [
-            self._block_logits(X[start : start + block], indicator)
-            for start in range(0, len(X), block)
-        ]
-        return np.concatenate(logits) if logits else np.empty((0, len(self.classes_)))
-
-    def _block_logits(self, X, indicator):
-        queries = l2_normalize(X)
-        return tip_adapter_logits(
-            self.logit_scale * queries @ self.prototypes_.T,
-            queries @ self.cache_keys_.T,
-            indicator,
-            self.alpha_,
-            self.beta_,
+        return _cache_logits(
+            l2_normalize(X), self.prototypes_, self.cache_keys_, self.cache_labels_,
+            len(self.classes_), self.logit_scale, self.alpha_, self.beta_,
         )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Unseeded, the search's draws and the validation folds differ between fits.
+        tags.non_deterministic |= self.random_state is None and (
+            self.search is not None or self.train
+        )
+        return tags
+
+
+def _cache_logits(queries, prototypes, keys, labels, n_classes, logit_scale, alpha, beta):
+    """Tip-Adapter logits of unit queries, in blocks of queries so that memory is bounded
+    whatever the cache size."""
+    indicator = cache_indicator(labels, n_classes)
+    block = max(1, _KERNEL_BLOCK // len(keys))
+    logits = [
+        tip_adapter_logits(
+            logit_scale * queries[start : start + block] @ prototypes.T,
+            queries[start : start + block] @ keys.T,
+            indicator,
+            alpha,
+            beta,
+        )
+        for start in range(0, len(queries), block)
+    ]
+    return np.concatenate(logits) if logits else np.empty((0, n_classes))

@@ -11,9 +11,10 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier, baselines
 from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot
 from sklearn_cmm._math.search import random_candidates
+from sklearn_cmm._math.semobridge import validation_folds
 from sklearn_cmm._math.tip_adapter import (
     cache_indicator,
-    loo_accuracies,
+    correct_counts,
     tip_adapter_logits,
 )
 from sklearn_cmm.model_selection import FewShotSplit
@@ -168,7 +169,7 @@ def _loo_accuracy_reference(zs, keys, labels, n_classes, queries, alpha, beta):
 
 
 @pytest.mark.parametrize("block_entries, n_classes", [(2**22, 5), (30, 5), (2**22, 60)])
-def test_loo_accuracies_match_the_dense_reference(block_entries, n_classes):
+def test_correct_counts_leave_one_out_match_the_dense_reference(block_entries, n_classes):
     # 60 classes: few of them can win, and only those are compared.
     rng = np.random.RandomState(0)
     labels = np.repeat(np.arange(n_classes), 4)
@@ -180,8 +181,9 @@ def test_loo_accuracies_match_the_dense_reference(block_entries, n_classes):
     candidates = random_candidates({"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
                                    {"alpha": 1.0, "beta": 5.5}, 40, rng, shared="beta")
     candidates += [{"alpha": 2.0, "beta": 0.7}, {"alpha": 4.0, "beta": 9.1}]  # not a grid
-    accuracies = loo_accuracies(zs[queries], keys, labels, n_classes, queries, candidates,
-                                block_entries=block_entries)
+    accuracies = correct_counts(zs[queries], keys[queries], keys, labels, labels[queries],
+                                n_classes, candidates, own_entries=queries,
+                                block_entries=block_entries) / len(queries)
     expected = [_loo_accuracy_reference(zs, keys, labels, n_classes, queries, **c)
                 for c in candidates]
     np.testing.assert_allclose(accuracies, expected)
@@ -267,11 +269,12 @@ def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
     X, y, T = _problem(per_class=12)
     seen = []
 
-    def recording(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs):
-        seen.append(queries)
-        return loo_accuracies(zero_shot, keys, labels, n_classes, queries, candidates, **kwargs)
+    def recording(zero_shot, queries, keys, labels, truth, n_classes, candidates, **kwargs):
+        seen.append(kwargs["own_entries"])
+        return correct_counts(zero_shot, queries, keys, labels, truth, n_classes, candidates,
+                              **kwargs)
 
-    monkeypatch.setattr(baselines, "loo_accuracies", recording)
+    monkeypatch.setattr(baselines, "correct_counts", recording)
     monkeypatch.setattr(baselines, "MAX_HELD_OUT", 10)
     clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
     (queries,) = seen
@@ -321,3 +324,156 @@ def test_tip_adapter_weights_accept_zero_and_small_values_refuse_negative(param)
         TipAdapterClassifier(text_features=T, **{param: value}).fit(X, y)
     with pytest.raises(ValueError, match=param):
         TipAdapterClassifier(text_features=T, **{param: -0.1}).fit(X, y)
+
+
+# --- Tip-Adapter-F: trained keys, chosen on validation folds ------------------------------
+
+
+@pytest.mark.parametrize("block_entries", [2**22, 7])
+def test_correct_counts_of_other_queries_match_the_dense_reference(block_entries):
+    # Queries that are not cache items, and keys that are no longer unit (trained).
+    rng = np.random.RandomState(2)
+    n_classes = 5
+    labels = np.repeat(np.arange(n_classes), 3)
+    keys = 1.3 * _unit(rng, (15, 6))
+    queries = _unit(rng, (11, 6))
+    truth = rng.randint(n_classes, size=11)
+    zs = 3 * queries @ _unit(rng, (n_classes, 6)).T
+    candidates = random_candidates({"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                                   {"alpha": 1.0, "beta": 5.5}, 30, rng, shared="beta")
+    counts = correct_counts(zs, queries, keys, labels, truth, n_classes, candidates,
+                            block_entries=block_entries)
+    expected = [
+        np.sum(np.argmax(tip_adapter_logits(zs, queries @ keys.T, one_hot(labels, n_classes),
+                                            c["alpha"], c["beta"]), axis=1) == truth)
+        for c in candidates
+    ]
+    np.testing.assert_array_equal(counts, expected)
+    assert len(set(expected)) > 1
+
+
+def test_tip_adapter_f_loss_is_the_cross_entropy_of_the_logits():
+    import torch
+
+    from sklearn_cmm._math.tip_adapter_loss import tip_adapter_f_loss
+
+    rng = np.random.RandomState(0)
+    labels = np.array([0, 1, 2, 0, 1, 2, 2])
+    queries = _unit(rng, (7, 4))
+    keys = queries + 0.1 * rng.randn(7, 4)
+    zs = 5 * queries @ _unit(rng, (3, 4)).T
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    for own in (None, np.arange(7)):
+        logits = tip_adapter_logits(zs, queries @ keys.T, one_hot(labels, 3), 2.0, 3.0,
+                                    own_entries=own)
+        expected = np.mean([np.log(np.exp(row).sum()) - row[c] for row, c in zip(logits, labels)])
+        loss = tip_adapter_f_loss(
+            t(zs), t(queries), t(keys), torch.tensor(labels), torch.tensor(labels), 2.0, 3.0,
+            own_entries=None if own is None else torch.tensor(own),
+        )
+        assert float(loss) == pytest.approx(expected, rel=1e-12)
+    keys_t = t(keys).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda k: tip_adapter_f_loss(t(zs), t(queries), k, torch.tensor(labels),
+                                     torch.tensor(labels), 2.0, 3.0,
+                                     own_entries=torch.arange(7)),
+        (keys_t,),
+    )
+
+
+def _tip_f(T=None, **params):
+    text = {"text_features": T} if T is not None else {"text_encoder": None}
+    return TipAdapterClassifier(**text, train=True, random_state=0, **params)
+
+
+def test_tip_adapter_f_starts_at_the_cache():
+    # The first loss is that of the training-free cache, each shot without its own key.
+    X, y, T = _problem(seed=2, per_class=8, noise=1.5)
+    clf = _tip_f(T, logit_scale=10.0, learning_rate=1e-2).fit(X, y)
+    free = TipAdapterClassifier(text_features=T, logit_scale=10.0).fit(X, y)
+    logits = tip_adapter_logits(
+        10 * free.cache_keys_ @ free.prototypes_.T, free.cache_keys_ @ free.cache_keys_.T,
+        one_hot(y, 4), 1.0, 5.5, own_entries=np.arange(len(y)),
+    )
+    first = np.mean([np.log(np.exp(row).sum()) - row[c] for row, c in zip(logits, y)])
+    assert clf.best_iter_ == clf.max_iter  # trained (the folds say it helps)
+    assert clf.loss_curve_[0] == pytest.approx(first, rel=1e-5)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert not np.allclose(clf.cache_keys_, free.cache_keys_)
+
+
+@pytest.mark.parametrize("search", [None, "cv"])
+def test_tip_adapter_f_that_does_not_help_is_the_training_free_fit(monkeypatch, search):
+    # Trained keys no better on the folds: the fit is exactly the training-free one.
+    X, y, T = _problem(seed=2, per_class=6)
+    monkeypatch.setattr(TipAdapterClassifier, "_train_keys",
+                        lambda self, keys, labels, prototypes: (keys, np.zeros(1)))
+    params = dict(search=search, n_search_trials=20)
+    clf = _tip_f(T, **params).fit(X, y)
+    free = TipAdapterClassifier(text_features=T, random_state=0, **params).fit(X, y)
+    assert clf.best_iter_ == 0 and clf.loss_curve_ is None
+    assert clf.validation_scores_[0] == clf.validation_scores_[1]
+    assert (clf.alpha_, clf.beta_, clf.search_score_) == (free.alpha_, free.beta_,
+                                                          free.search_score_)
+    np.testing.assert_array_equal(clf.decision_function(X), free.decision_function(X))
+    np.testing.assert_array_equal(clf.predict_proba(X), free.predict_proba(X))
+
+
+def test_tip_adapter_f_with_one_shot_a_class_is_the_training_free_fit():
+    X, y, T = _problem(per_class=1)
+    clf = _tip_f(T, search="cv", n_search_trials=10).fit(X, y)
+    free = TipAdapterClassifier(text_features=T, search="cv", n_search_trials=10,
+                                random_state=0).fit(X, y)
+    assert clf.best_iter_ == 0 == clf.n_iter_ and clf.validation_scores_ is None
+    np.testing.assert_array_equal(clf.predict_proba(X), free.predict_proba(X))
+
+
+@pytest.mark.parametrize("text", [True, False])
+def test_tip_adapter_f_validation_scores_are_the_folds_held_out_accuracies(text):
+    # The untrained score is that of training-free fits on each fold's complement,
+    # predicting the fold (text-free: the fold's own image means as prototypes).
+    X, y, T = _problem(seed=5, per_class=6, noise=1.5)
+    clf = _tip_f(T if text else None, max_iter=3, logit_scale=10.0).fit(X, y)
+    folds = validation_folds(y, 4, np.random.RandomState(0), n_folds=baselines.N_VALIDATION_FOLDS)
+    text_kw = {"text_features": T} if text else {"text_encoder": None}
+    hits = 0
+    for k in range(baselines.N_VALIDATION_FOLDS):
+        free = TipAdapterClassifier(**text_kw, logit_scale=10.0).fit(X[folds != k], y[folds != k])
+        hits += np.sum(free.predict(X[folds == k]) == y[folds == k])
+    assert clf.validation_scores_[0] == pytest.approx(hits / len(y))
+
+
+def test_tip_adapter_f_is_reproducible_and_learns():
+    X, y, T = _problem(seed=2, per_class=8, noise=1.5)
+    a = _tip_f(T, search="cv", n_search_trials=20, logit_scale=10.0, learning_rate=1e-2)
+    a.fit(X, y)
+    b = clone(a).fit(X, y)
+    assert a.best_iter_ == a.max_iter  # training helps this problem on the folds
+    assert a.validation_scores_[1] > a.validation_scores_[0]
+    assert a.search_score_ == a.validation_scores_[1]
+    np.testing.assert_array_equal(a.cache_keys_, b.cache_keys_)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_.shape == (a.max_iter,) and a.temperature_ > 0
+
+
+def test_tip_adapter_f_divergence_raises_and_leaves_the_estimator_unfitted():
+    X, y, T = _problem()
+    clf = _tip_f(T, learning_rate=1e6, max_iter=30)
+    with pytest.raises(ValueError, match="Tip-Adapter-F diverged"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "cache_keys_") and not hasattr(clf, "classes_")
+
+
+def test_four_validation_folds_share_every_class():
+    y = np.repeat(np.arange(3), [8, 2, 1])
+    fold = validation_folds(y, 3, np.random.RandomState(0), n_folds=4)
+    assert [np.sum((y == 0) & (fold == k)) for k in range(4)] == [2, 2, 2, 2]
+    assert sorted(fold[y == 1]) == [0, 1] and fold[y == 2] == [-1]
+
+
+@pytest.mark.parametrize("params", [{"max_iter": 0}, {"learning_rate": 0.0}, {"train": "yes"},
+                                    {"device": "tpu"}])
+def test_tip_adapter_f_bad_parameters(params):
+    X, y, T = _problem()
+    with pytest.raises(ValueError):
+        TipAdapterClassifier(text_features=T, **params).fit(X, y)

@@ -13,6 +13,7 @@ ESTIMATORS = [
     ZeroShotClassifier(text_encoder=None),
     TipAdapterClassifier(text_encoder=None),
     TipAdapterClassifier(text_encoder=None, search="cv", n_search_trials=20, random_state=0),
+    TipAdapterClassifier(text_encoder=None, train=True, max_iter=5, random_state=0),
     SeMoBridgeClassifier(text_encoder=None, random_state=0),
     SeMoBridgeClassifier(text_encoder=None, search="cv", n_search_trials=20, random_state=0),
     SeMoBridgeClassifier(text_encoder=None, train=True, max_iter=5, random_state=0),

@@ -5,7 +5,10 @@ from sklearn.pipeline import Pipeline
 
 from sklearn_cmm.protocol.methods import METHODS, get_method, make_classifier, search_space
 
-NAMES = ["zero-shot", "linear-probe", "tip-adapter", "cmm", "semobridge", "semobridge-t"]
+NAMES = [
+    "zero-shot", "linear-probe", "tip-adapter", "tip-adapter-f", "cmm", "semobridge",
+    "semobridge-t",
+]
 
 
 def _problem(n_classes=4, per_class=6, dim=12, seed=0):
@@ -20,7 +23,7 @@ def _problem(n_classes=4, per_class=6, dim=12, seed=0):
     return X, y, text
 
 
-def test_registry_has_the_six_methods():
+def test_registry_has_the_seven_methods():
     assert list(METHODS) == NAMES
     with pytest.raises(ValueError, match="Unknown method"):
         get_method("clip-lora")
@@ -34,6 +37,8 @@ def test_every_method_and_candidate_fits_and_predicts(name):
     for params in candidates:
         if name == "semobridge-t":
             params = {**params, "max_iter": 5, "warmup_iter": 1}
+        if name == "tip-adapter-f":
+            params = {**params, "max_iter": 5}
         clf = make_classifier(name, **text, random_state=0, device="cpu", **params)
         assert is_classifier(clf)
         assert clf.fit(X, y).score(X, y) > 0.5
@@ -48,6 +53,8 @@ def test_text_goes_where_it_is_used():
     semobridge = make_classifier("semobridge-t", **text, device="cpu")
     assert semobridge.train and semobridge.text_projection is text["text_projection"]
     assert semobridge.device == "cpu"
+    tip_f = make_classifier("tip-adapter-f", **text, device="cpu")
+    assert tip_f.train and tip_f.text_features is text["text_features"] and tip_f.device == "cpu"
     probe = make_classifier("linear-probe", **text, random_state=3)
     assert isinstance(probe, Pipeline)
     assert probe.get_params()["logisticregression__random_state"] == 3

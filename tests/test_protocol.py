@@ -159,6 +159,7 @@ def test_published_lookup():
     # zero-shot is the published 0-shot row, at any number of shots
     assert published_result("ViT-B-16", "zero-shot", 8, "EuroSAT")["mean"] == 48.31
     assert published_result("ViT-B-16", "tip-adapter", 4, "AVERAGE")["mean"] == 73.76
+    assert published_result("ViT-B-16", "tip-adapter-f", 16, "AVERAGE")["mean"] == 80.7
     assert published_result("ViT-B-16", "cmm", 4, "DTD") is None
     assert published_result("ViT-L-14", "semobridge", 4, "DTD") is None
 

@@ -38,6 +38,24 @@ def test_no_warmup_is_constant(monkeypatch):
     np.testing.assert_allclose(rates, [0.5, 0.5, 0.5])
 
 
+def test_cosine_schedule_follows_torchs_cosine_annealing(monkeypatch):
+    rates, _, _ = _recorded_learning_rates(
+        monkeypatch, max_iter=6, learning_rate=0.5, warmup_iter=2, warmup_start_lr=0.1,
+        schedule="cosine",
+    )
+    # Warm-up as before, then CosineAnnealingLR(T_max=4) from 0.5, computed by torch.
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=0.5)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    cosine = []
+    for _ in range(4):
+        cosine.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        annealing.step()
+    np.testing.assert_allclose(rates, [0.1, 0.3, *cosine])
+    assert rates[2] == 0.5 and 0 < rates[-1] < rates[-2]
+
+
 def test_losses_are_the_loss_before_each_step(monkeypatch):
     _, losses, w = _recorded_learning_rates(monkeypatch, max_iter=5, learning_rate=0.1)
     assert losses.shape == (5,) and losses[0] == pytest.approx(3.0)  # at w = 0

@@ -447,12 +447,13 @@ def warmup_learning_rate(step, learning_rate, warmup_iter, start_lr):
     return learning_rate * step / warmup_iter
 
 
-def validation_folds(y_encoded, n_classes, rng):
-    """Two folds of the shots for SeMoBridge-T's validation, balanced in every class.
+def validation_folds(y_encoded, n_classes, rng, n_folds=2):
+    """Folds of the shots for a trained method's validation, balanced in every class.
 
-    Each class's shots are shuffled and dealt alternately to folds 0 and 1 (a class with
-    an odd count gives fold 0 the extra shot). A class with a single shot is in neither
-    (-1): it is trained on in both folds and never validated.
+    Each class's shots are shuffled and dealt in turn to folds 0, 1, ..., ``n_folds - 1``
+    (with two folds, a class with an odd count gives fold 0 the extra shot; a class with
+    fewer shots than folds is in the first folds only). A class with a single shot is in
+    none (-1): it is trained on in every fold and never validated.
 
     Parameters
     ----------
@@ -462,15 +463,17 @@ def validation_folds(y_encoded, n_classes, rng):
         Number of classes.
     rng : numpy.random.RandomState
         Source of the shuffles.
+    n_folds : int, default=2
+        Number of folds (SeMoBridge-T's two; Tip-Adapter-F's four).
 
     Returns
     -------
     fold : ndarray of shape (n_samples,)
-        0, 1 or -1 for each shot.
+        The fold of each shot (0 to ``n_folds - 1``), or -1.
     """
     fold = np.full(len(y_encoded), -1)
     for c in range(n_classes):
         members = np.flatnonzero(y_encoded == c)
         if len(members) >= 2:
-            fold[rng.permutation(members)] = np.arange(len(members)) % 2
+            fold[rng.permutation(members)] = np.arange(len(members)) % n_folds
     return fold

@@ -1,8 +1,7 @@
-"""Training-free Tip-Adapter (Zhang et al., ECCV 2022) and the leave-one-out search of its weights."""
+"""Tip-Adapter (Zhang et al., ECCV 2022): its logits and the held-out search of its weights."""
 
 import numpy as np
 from scipy import sparse
-
 
 
 def cache_indicator(cache_labels, n_classes):
@@ -48,11 +47,12 @@ def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *,
     return zero_shot_logits + alpha * np.asarray(kernel @ cache_onehot)
 
 
-def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index, candidates, *,
-                   block_entries=2**22):
-    """Leave-one-out accuracy of each ``(alpha, beta)`` candidate on the cache items ``query_index``.
+def correct_counts(zero_shot_logits, queries, keys, cache_labels, truth, n_classes, candidates,
+                   *, own_entries=None, block_entries=2**22):
+    """How many queries each ``(alpha, beta)`` candidate classifies right with a cache.
 
-    Each query is classified by the zero-shot logits plus a cache without its own entry.
+    Each query is classified by its zero-shot logits plus the cache model of ``keys``
+    (without the query's own entry when the queries are cache items: leave-one-out).
     The cost is one affinity product (``n_queries x n_cache x dim``), one kernel per
     distinct ``beta`` (``n_queries x n_cache``: exponentials, or, for evenly spaced
     betas, one product with the kernel of the previous beta, as
@@ -68,21 +68,25 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
     zero_shot_logits : ndarray of shape (n_queries, n_classes)
         The zero-shot logits of the queries (their text prototypes' or, text-free,
         :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`, times ``logit_scale``).
+    queries : ndarray of shape (n_queries, dim)
+        L2-normalised queries.
     keys : ndarray of shape (n_cache, dim)
-        L2-normalised cache items.
+        The cache keys (the normalised training images, or Tip-Adapter-F's trained keys).
     cache_labels : ndarray of shape (n_cache,)
-        Class index of each item.
+        Class index of each key.
+    truth : ndarray of shape (n_queries,)
+        Class index of each query.
     n_classes : int
-    query_index : ndarray of int of shape (n_queries,)
-        The cache items used as queries, each left out of its own cache.
     candidates : list of dict
         ``{"alpha": float, "beta": float}`` each.
+    own_entries : ndarray of int of shape (n_queries,) or None, default=None
+        Query ``i`` is cache item ``own_entries[i]``, left out of its own cache.
     block_entries : int, default=2**22
         Largest ``n_block_queries x n_cache`` affinity block.
 
     Returns
     -------
-    accuracies : ndarray of shape (n_candidates,)
+    n_correct : ndarray of int of shape (n_candidates,)
     """
     # Class sums of the kernel as (n_classes, n_cache) @ (n_cache, n_block): the sparse
     # indicator times a C-ordered kernel, with no copy.
@@ -91,14 +95,13 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
     for i, candidate in enumerate(candidates):
         by_beta.setdefault(candidate["beta"], []).append(i)
     betas = sorted(by_beta)
-    correct = np.zeros(len(candidates))
+    correct = np.zeros(len(candidates), dtype=int)
     block = max(1, block_entries // len(keys))
-    for start in range(0, len(query_index), block):
-        rows = query_index[start : start + block]
-        columns = np.arange(len(rows))
+    for start in range(0, len(queries), block):
+        columns = np.arange(len(queries[start : start + block]))
         zero_shot = np.ascontiguousarray(zero_shot_logits[start : start + block].T)
-        truth = cache_labels[rows]
-        shifted = keys @ keys[rows].T  # affinity - 1, (n_cache, n_block)
+        truth_block = truth[start : start + block]
+        shifted = keys @ queries[start : start + block].T  # affinity - 1, (n_cache, n_block)
         shifted -= 1.0
         kernel = np.empty_like(shifted)
         step = step_size = None
@@ -116,7 +119,8 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
                 step = step_size = None
                 np.multiply(shifted, beta, out=kernel)
                 np.exp(kernel, out=kernel)
-                kernel[rows, columns] = 0.0  # each query's own entry
+                if own_entries is not None:  # each query's own entry
+                    kernel[own_entries[start : start + block], columns] = 0.0
             cache = indicator @ kernel  # (n_classes, n_block)
             members = by_beta[beta]
             keep = _contenders(zero_shot, cache, max(candidates[i]["alpha"] for i in members))
@@ -130,8 +134,8 @@ def loo_accuracies(zero_shot_logits, keys, cache_labels, n_classes, query_index,
                 predicted = np.argmax(logits, axis=0)
                 if keep is not None:
                     predicted = keep[predicted, columns]
-                correct[i] += np.count_nonzero(predicted == truth)
-    return correct / len(query_index)
+                correct[i] += np.count_nonzero(predicted == truth_block)
+    return correct
 
 
 def _contenders(zero_shot, cache, max_alpha):

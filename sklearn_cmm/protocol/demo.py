@@ -35,6 +35,7 @@ DEMO_METHODS = "zero-shot,linear-probe,tip-adapter,cmm,semobridge,semobridge-t"
 #: images); every other parameter is the estimator's default.
 DEMO_PARAMS = {
     "tip-adapter": {"search": "cv"},
+    "tip-adapter-f": {"search": "cv"},
     "semobridge": {"search": "cv"},
     "semobridge-t": {"search": "cv"},
 }

@@ -26,6 +26,17 @@ name               estimator                       validation candidates (why)
                                                    shots) is left out: with 16,000 shots its
                                                    (shots x shots) kernel makes each trial cost
                                                    a full ImageNet prediction.
+``tip-adapter-f``  TipAdapterClassifier(train)     ``search="cv"`` only: the keys are trained
+                                                   (``max_iter=100`` full-batch AdamW steps)
+                                                   on four validation folds of the shots and
+                                                   on all of them, and ``alpha``, ``beta`` are
+                                                   searched on the folds' held-out shots (the
+                                                   authors search them on validation data);
+                                                   the folds also decide whether the trained
+                                                   keys beat the cache. Training dominates the
+                                                   cost: a step is ``~6 N^2 dim`` flops for
+                                                   ``N`` shots (ImageNet's 16,000 shots want a
+                                                   GPU).
 ``cmm``            CrossModalMappingClassifier     the closed form alone (``max_iter=0``), and
                                                    the refinement with ``triplet_weight`` in
                                                    {0, 1} (other settings at their defaults):
@@ -128,6 +139,8 @@ METHODS = {
                defaults={"max_iter": 300}, grid={"C": [0.01, 0.1, 1.0]}, uses_text=False),
         Method("tip-adapter", "Tip-Adapter", TipAdapterClassifier,
                grid={"alpha": [1.0, 3.0], "beta": [1.0, 5.5]}),
+        Method("tip-adapter-f", "Tip-Adapter-F", TipAdapterClassifier,
+               defaults={"train": True}, extra=({"search": "cv"},)),
         Method("cmm", "CMM", _cmm,
                grid={"triplet_weight": [0.0, 1.0]}, extra=({"max_iter": 0},)),
         Method("semobridge", "SeMoBridge", _semobridge,
@@ -179,8 +192,8 @@ def make_classifier(
     Parameters
     ----------
     name : str
-        One of ``zero-shot``, ``linear-probe``, ``tip-adapter``, ``cmm``, ``semobridge``,
-        ``semobridge-t``.
+        One of ``zero-shot``, ``linear-probe``, ``tip-adapter``, ``tip-adapter-f``, ``cmm``,
+        ``semobridge``, ``semobridge-t``.
     text_features : array-like of shape (n_classes, dim) or None, default=None
         Class text prototypes, one row per class in the order of ``np.unique(y)``. With
         None the estimators' own default applies (``text_encoder="clip"``).
@@ -189,7 +202,8 @@ def make_classifier(
     random_state : int, RandomState instance or None, default=None
         Passed to every estimator that has it.
     device : str, default="auto"
-        Torch device of the trained methods (CMM, SeMoBridge-T); ignored by the others.
+        Torch device of the trained methods (Tip-Adapter-F, CMM, SeMoBridge-T); ignored
+        by the others.
     **overrides
         Any estimator parameter (bare names for the linear probe's LogisticRegression,
         e.g. ``C=10``), applied last.

@@ -16,6 +16,7 @@ from importlib import resources
 PUBLISHED_METHOD = {
     "zero-shot": "CLIP zero-shot",
     "tip-adapter": "Tip-Adapter",
+    "tip-adapter-f": "Tip-Adapter-F",
     "semobridge": "SeMoBridge",
     "semobridge-t": "SeMoBridge-T",
 }
