@@ -96,6 +96,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
     ):
         super().__init__(
             text_features,
@@ -106,6 +107,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.logit_scale = logit_scale
 
@@ -234,6 +236,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
     ):
         super().__init__(
             text_features,
@@ -244,6 +247,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.alpha = alpha
         self.beta = beta

@@ -372,6 +372,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         device="auto",
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
         verbose=False,
     ):
         super().__init__(
@@ -383,6 +384,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.text_projection = text_projection
         self.pinv_cutoff = pinv_cutoff
