@@ -130,3 +130,31 @@ def test_results_do_not_depend_on_the_thread_count():
                                    rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(sized.predict_proba(X), fixed.predict_proba(X),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_featurizer_sizes_model_and_decode_threads_on_the_cpu(monkeypatch):
+    from sklearn_cmm import CLIPFeaturizer
+    from sklearn_cmm import featurizer as featurizer_module
+    from sklearn_cmm._clip.model import LoadedModel
+    from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+
+    images = load_fashion_mnist_sample().images[:6]
+    seen, workers = [], []
+    encode = LoadedModel.encode_images
+    monkeypatch.setattr(LoadedModel, "encode_images", lambda self, batch, precision: (
+        seen.append(torch.get_num_threads()), encode(self, batch, precision))[1])
+    prepared = featurizer_module._prepared_batches
+    monkeypatch.setattr("sklearn_cmm.featurizer._prepared_batches",
+                        lambda *args, **kw: (workers.append(args[3]), prepared(*args, **kw))[1])
+    monkeypatch.setattr(_threads, "available_cores", lambda: 4)
+    monkeypatch.setattr(featurizer_module, "available_cores", lambda: 4)
+    before = torch.get_num_threads()
+    featurizer = CLIPFeaturizer(BUNDLED_MODEL, pretrained="bundled", device="cpu",
+                                batch_size=4).fit(None)
+    reference = featurizer.transform(images)
+    # a tiny model: one model thread, the other three cores decode
+    assert set(seen) == {1} and workers == [3] and torch.get_num_threads() == before
+    seen.clear()
+    fixed = featurizer.set_params(n_jobs=2).transform(images)
+    assert set(seen) == {2} and workers[-1] == 2 and torch.get_num_threads() == before
+    np.testing.assert_allclose(fixed, reference, atol=1e-5)

@@ -83,6 +83,9 @@ class SeMoBridgeTLoss:
         counts = self.onehot.sum(dim=0)
         self.class_mean = self.onehot.T / counts[:, None]  # (n_classes, n_samples)
         self.eye = torch.eye(n_classes, dtype=f.dtype, device=f.device)
+        # the four cross-entropies' sums of log-probabilities over -(rows)
+        self.minus_counts = -torch.tensor([len(f), len(f), n_classes, n_classes],
+                                          dtype=f.dtype, device=f.device)
         self.f_unit = _unit_rows(f)[0]
         self.T_unit = _unit_rows(T)[0]
         self.pre_unit = _unit_rows(text_pre)[0]
@@ -127,8 +130,7 @@ class SeMoBridgeTLoss:
         # each cross-entropy: minus the mean log-probability of the targets
         targets = torch.stack([(log_img * self.onehot).sum(), (log_cons * self.onehot).sum(),
                                log_txtp.diagonal().sum(), log_txte.diagonal().sum()])
-        img, consistency, txtp, txte = -targets / torch.tensor(
-            [n, n, n_classes, n_classes], dtype=targets.dtype, device=targets.device)
+        img, consistency, txtp, txte = targets.div_(self.minus_counts)
         if bias is None:
             bias_norm = img.new_zeros(())
         else:
