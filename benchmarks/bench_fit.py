@@ -133,6 +133,8 @@ def small(args):
                       SeMoBridgeClassifier(train=True, max_iter=2, early_stopping=False,
                                            text_encoder=None)):
         estimator.set_params(text_features=warm["text_features"], device="cpu")
+        if isinstance(estimator, SeMoBridgeClassifier):
+            estimator.set_params(text_projection=warm["text_projection"])
         estimator.fit(warm["train_features"].astype(np.float32), warm["train_labels"])
     print(f"{'size':<16}{'path':<14}{'thr':>4}{'evals':>7}{'fit s':>9}{'path s':>9}"
           f"{'floor s':>9}{'x floor':>8}{'load':>6}")
