@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._embeddings import recorded_text_encoder
 from ._math.basic import class_means, l2_normalize
 from ._math.calibration import fit_temperature, laplace_smoothing
+from ._threads import sized_threads
 from .model_selection import draw_shots
 from .text import CLIP_IMAGENET_TEMPLATES, class_text_features
 
@@ -58,7 +59,16 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
     random_state : int, RandomState instance or None, default=None
         Seeds what is random in a fit: the ``n_shots`` draw and, where an estimator
         has one, the random search of ``search="cv"``. Training is full batch and
-        needs no seed."""
+        needs no seed.
+
+    n_jobs : int or None, default=None
+        CPU threads of ``fit``: BLAS's, and torch's intra-op threads where the fit trains
+        with torch on the CPU (joblib's meaning: ``-1`` every core, ``-2`` all but one).
+        None sizes them to the problem: one thread per ``1e9`` multiply-adds of the fit's
+        largest product (``n_samples * n_features * max(n_features, n_classes)``), so
+        one thread for tens of classes and a few shots, where more threads only wait
+        for each other (and spin on a busy machine), and every core at ImageNet scale.
+        The settings found are restored when ``fit`` returns."""
 
 # The ``calibration`` parameter's documentation, for the classifiers that expose it.
 CALIBRATION_PARAMETER_DOC = """calibration : {"temperature"} or None, default="temperature"
@@ -90,6 +100,8 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         "n_shots": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "calibration": [StrOptions({"temperature"}), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"),
+                   Interval(Integral, None, -1, closed="right"), None],
     }
 
     #: Subclasses that need CLIP's text projection from the encoder set this.
@@ -106,6 +118,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
     ):
         self.text_features = text_features
         self.classes = classes
@@ -115,6 +128,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self.n_shots = n_shots
         self.random_state = random_state
         self.calibration = calibration
+        self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -161,9 +175,11 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         )
         # X stays float32 when given so: the math computes in float64, except the products
         # with the (n_samples x dim) features where a function says it keeps X's precision.
+        work = X.shape[0] * X.shape[1] * max(X.shape[1], len(self.classes_))
         try:
-            self._fit(X, y_encoded, class_text, rng)
-            self.temperature_ = self._fit_temperature(X, y_encoded, class_text, rng)
+            with sized_threads(work, self.n_jobs):
+                self._fit(X, y_encoded, class_text, rng)
+                self.temperature_ = self._fit_temperature(X, y_encoded, class_text, rng)
         except BaseException:
             # A failed fit (a diverged training run, an interrupt) leaves no half-fitted
             # estimator that check_is_fitted would take for a fitted one.

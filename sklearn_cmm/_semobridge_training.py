@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._math.semobridge import warmup_learning_rate
-from ._math.semobridge_loss import semobridge_t_loss
+from ._math.semobridge_loss import SeMoBridgeTLoss
 from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, check_converging
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
@@ -22,18 +22,18 @@ class BridgeTraining:
         self.X, self.y, self.T = X, y_encoded, T
         n_classes = len(params.classes_)
         # Nothing in the training is random: full batch, deterministic initialisation.
-        self.pinv = as_tensor(W_pinv, device).clone().requires_grad_()
+        # The gradient is the loss's own (no autograd), set on the tensors each step.
+        self.pinv = as_tensor(W_pinv, device)
         self.bias = None
         self.tensors = [self.pinv]
         if params.class_bias:
             self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
-                                    device=device, requires_grad=True)
+                                    device=device)
             self.tensors.append(self.bias)
-        self.f, self.W, self.T_t, self.text_pre = (
-            as_tensor(a, device) for a in (X, W, T, text_pre)
-        )
-        self.y_t = torch.as_tensor(y_encoded, dtype=torch.long, device=device)
-        self.options = dict(
+        f, W_t, T_t, text_pre_t = (as_tensor(a, device) for a in (X, W, T, text_pre))
+        self.objective = SeMoBridgeTLoss(
+            f, torch.as_tensor(y_encoded, dtype=torch.long, device=device), W_t, T_t,
+            text_pre_t,
             n_classes=n_classes,
             image_weight=params.image_loss_weight,
             text_weight=params.text_loss_weight,
@@ -44,12 +44,13 @@ class BridgeTraining:
         # Losses stay on the device until the end: one synchronisation, not one a step.
         self.losses = []
 
-    def loss(self):
-        """The full-batch loss at the current parameters."""
-        return semobridge_t_loss(
-            self.f, self.y_t, self.pinv, self.W, self.bias, self.T_t, self.text_pre,
-            **self.options,
-        )[0]
+    def set_gradient(self):
+        """Give the tensors the gradient of the loss at their values; keep the loss."""
+        total, _, d_pinv, d_bias = self.objective.value_and_grad(self.pinv, self.bias)
+        self.pinv.grad = d_pinv
+        if self.bias is not None:
+            self.bias.grad = d_bias
+        self.losses.append(total)
 
     def parameters(self):
         """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
@@ -59,18 +60,14 @@ class BridgeTraining:
 def lockstep(optimizer, runs, lr):
     """One full-batch AdamW step of every run, at learning rate ``lr``.
 
-    The runs share no tensor, so one backward pass through the sum of their losses gives
-    each its own gradient, and AdamW, elementwise, updates each as if it were alone: two
-    validation trainings cost one pass of Python and autograd overhead.
+    Each run's tensors get their own gradient (:meth:`BridgeTraining.set_gradient`), and
+    AdamW, elementwise, updates each as if it were alone, in one fused step for all.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    losses = [training.loss() for training in runs]
-    sum(losses).backward()
+    for training in runs:
+        training.set_gradient()
     optimizer.step()
-    for training, loss in zip(runs, losses):
-        training.losses.append(loss.detach())
 
 
 def run_steps(
@@ -83,9 +80,10 @@ def run_steps(
     after the last step (the parameters then have had ``step`` updates); it stops the
     training by returning True. Returns the number of steps run.
     """
+    # fused: one kernel for the update of every tensor (CPU and CUDA)
     optimizer = torch.optim.AdamW(
         [tensor for training in runs for tensor in training.tensors],
-        lr=learning_rate, weight_decay=weight_decay,
+        lr=learning_rate, weight_decay=weight_decay, fused=True,
     )
     for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
                      leave=False):

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._device import check_device
+from ._threads import sync_torch_threads
 
 #: dtype of every tensor the estimators train with; results come back as float64 numpy.
 TRAIN_DTYPE = torch.float32
@@ -23,6 +24,7 @@ def resolve_device(device="auto"):
     on a machine without it is an error rather than a silent fall back to the CPU.
     """
     check_device(device)
+    sync_torch_threads()  # a call sized its threads before it knew it would need torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

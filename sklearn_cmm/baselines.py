@@ -102,6 +102,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
     ):
         super().__init__(
             text_features,
@@ -112,6 +113,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.logit_scale = logit_scale
 
@@ -307,6 +309,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
         verbose=False,
     ):
         super().__init__(
@@ -318,6 +321,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.alpha = alpha
         self.beta = beta

@@ -255,6 +255,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         n_shots=None,
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
         verbose=False,
     ):
         super().__init__(
@@ -266,6 +267,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.init = init
         self.ridge = ridge

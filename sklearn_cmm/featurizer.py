@@ -17,6 +17,7 @@ from ._clip.config import PRECISIONS
 from ._clip.text_encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPTextEncoder
 from ._device import check_device
 from ._embeddings import CLIPEmbeddings
+from ._threads import available_cores, sized_threads, threads_for
 
 # Decoding threads when num_workers=None: enough to keep a GPU fed, capped because each
 # thread holds decoded images in memory.
@@ -70,7 +71,15 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     num_workers : int or None, default=None
         Threads that decode and preprocess images while the model runs; 0 decodes on the
-        calling thread between batches. None uses ``min(8, os.cpu_count())``.
+        calling thread between batches. None uses ``min(8, cores)`` with a GPU, and on
+        the CPU the cores the model's threads leave (at least 1, at most 8).
+
+    n_jobs : int or None, default=None
+        Torch's intra-op threads of the model on the CPU during ``transform`` (joblib's
+        meaning: ``-1`` every core); restored afterwards. None sizes them to the model:
+        one thread per ``1e9`` multiply-adds of a batch, counted as the image tower's
+        weights times ``batch_size`` (one thread for the bundled tiny model, every core
+        for ViT-B-16). Ignored on a GPU.
 
     normalize : bool, default=True
         L2-normalise each embedding.
@@ -140,6 +149,8 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "precision": [StrOptions(set(PRECISIONS))],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"),
+                   Interval(Integral, None, -1, closed="right"), None],
         "normalize": ["boolean"],
         "cache_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
@@ -154,6 +165,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         precision="auto",
         batch_size=64,
         num_workers=None,
+        n_jobs=None,
         normalize=True,
         cache_dir=None,
         verbose=False,
@@ -164,6 +176,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.precision = precision
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.n_jobs = n_jobs
         self.normalize = normalize
         self.cache_dir = cache_dir
         self.verbose = verbose
@@ -229,9 +242,12 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         items = _image_items(X)
         loaded = self._loaded_model()
         precision = resolve_precision(self.precision, loaded.device)
+        on_cpu = loaded.device.type == "cpu"
+        work = loaded.image_parameters * self.batch_size
+        model_threads = threads_for(work, self.n_jobs) if on_cpu else 0
         n_workers = self.num_workers
-        if n_workers is None:
-            n_workers = min(_MAX_AUTO_WORKERS, os.cpu_count() or 1)
+        if n_workers is None:  # on the CPU, decoding takes the cores the model leaves
+            n_workers = min(_MAX_AUTO_WORKERS, max(available_cores() - model_threads, 1))
 
         def prepare(index):
             return loaded.prepare(_as_rgb(items[index], index))
@@ -243,6 +259,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         with (
             tqdm(total=len(items), desc="CLIP features", unit="img", disable=not self.verbose) as bar,
             torch.inference_mode(),
+            sized_threads(work, self.n_jobs) if on_cpu else nullcontext(),
         ):
             for batch in batches:
                 # Outputs stay on the device: one synchronisation at the end instead of one

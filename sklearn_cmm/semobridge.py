@@ -400,6 +400,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         device="auto",
         random_state=None,
         calibration="temperature",
+        n_jobs=None,
         verbose=False,
     ):
         super().__init__(
@@ -411,6 +412,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             n_shots=n_shots,
             random_state=random_state,
             calibration=calibration,
+            n_jobs=n_jobs,
         )
         self.text_projection = text_projection
         self.pinv_cutoff = pinv_cutoff

@@ -348,6 +348,63 @@ def test_semobridge_t_loss_is_differentiable_at_zero_bias(problem):
     assert bias.grad.abs().sum() > 0
 
 
+def autograd_t_loss(f, y, W_pinv, W, bias, T, text_pre, *, n_classes, image_weight=0.5,
+                    text_weight=0.5, consistency_weight=0.1, bias_norm_weight=0.1,
+                    image_logit_scale=100.0):
+    """The loss in torch's own operations, for autograd: the hand-written gradient's
+    reference."""
+    from torch.nn.functional import cross_entropy, normalize as unit_rows
+
+    tokens = f @ W_pinv + (0 if bias is None else bias[y])
+    e = unit_rows(tokens, dim=1)
+    f_hat = e @ W
+    counts = torch.bincount(y, minlength=n_classes).to(f.dtype)[:, None]
+
+    def class_mean(rows):
+        return torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype).index_add(0, y, rows) / counts
+
+    F_hat, E = unit_rows(class_mean(f_hat), dim=1), unit_rows(class_mean(e), dim=1)
+    classes = torch.arange(n_classes)
+    total = (
+        image_weight * cross_entropy(image_logit_scale * unit_rows(f, dim=1) @ F_hat.T, y)
+        + text_weight / 2 * (cross_entropy(F_hat @ unit_rows(T, dim=1).T, classes)
+                             + cross_entropy(E @ unit_rows(text_pre, dim=1).T, classes))
+        + consistency_weight * cross_entropy(unit_rows(f_hat, dim=1) @ F_hat.T, y)
+    )
+    if bias is not None:
+        total = total + bias_norm_weight * torch.var(torch.linalg.vector_norm(bias, dim=1),
+                                                     correction=0)
+    return total
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias_kind", ["none", "zero", "random"])
+def test_hand_written_gradient_equals_autograds(problem, dtype, bias_kind):
+    rng, W, y, f, T, n_classes = problem
+    t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
+    bias = {"none": None, "zero": np.zeros((n_classes, W.shape[0])),
+            "random": 0.3 * rng.randn(n_classes, W.shape[0])}[bias_kind]
+    text_pre = rng.randn(n_classes, W.shape[0])
+    options = dict(n_classes=n_classes, image_weight=0.7, text_weight=0.4,
+                   consistency_weight=0.3, bias_norm_weight=0.2, image_logit_scale=30.0)
+    grads = []
+    for loss in (semobridge_t_loss, autograd_t_loss):
+        params = [t(W_pinv).requires_grad_()] + ([] if bias is None else [t(bias).requires_grad_()])
+        total = loss(t(f), torch.as_tensor(y), params[0], t(W), params[1] if bias is not None
+                     else None, t(T), t(text_pre), **options)
+        total = total[0] if isinstance(total, tuple) else total
+        (2.5 * total).backward()  # the backward pass scales by the incoming gradient
+        grads.append([total.item()] + [p.grad.numpy() for p in params])
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=tolerance)
+    for mine, reference in zip(grads[0][1:], grads[1][1:]):
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(mine, reference, atol=tolerance * max(scale, 1e-3))
+    if bias_kind == "zero":
+        assert np.abs(grads[0][2]).sum() > 0
+
+
 def test_pinv_cutoff_is_strict_at_the_threshold():
     W = np.diag([2.0, 1.0, 0.5, 0.25])
     assert np.linalg.matrix_rank(pinv_with_cutoff(W, 0.5)) == 2  # 0.5 itself is dropped

@@ -94,6 +94,11 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.embed_dim = embed_dim
         self.device = torch.device(key.device)
+        #: Weights of the image tower: a batch's forward costs at least this many
+        #: multiply-adds per image (threads are sized from it on the CPU).
+        self.image_parameters = sum(
+            p.numel() for p in getattr(model, "visual", model).parameters()
+        )
         open_clip = open_clip_module()
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         cfg = self.preprocess_cfg

@@ -1,7 +1,8 @@
 """Cross-Modal Mapping's refinement losses, in torch (float32, on the training device)."""
 
 import torch
-import torch.nn.functional as F
+
+from .unit_rows import unit_rows, unit_rows_grad
 
 
 def hardest_negative_triplet_loss(cosines, y, margin):
@@ -56,40 +57,48 @@ def hardest_negatives(cosines, y):
         return torch.where(top2[:, 0] == y, top2[:, 1], top2[:, 0])
 
 
-class _FusedCrossEntropyTriplet(torch.autograd.Function):
-    """``CE(logit_scale * cos + zero_shot_logits, y) + w * triplet(cos, y, margin)``.
+def _cross_entropy_triplet_and_grad(cosines, y, zero_shot_logits, logit_scale,
+                                    triplet_weight, margin):
+    """``CE(logit_scale * cos + zero_shot_logits, y) + w * triplet(cos, y, margin)`` and
+    its gradient with respect to ``cos``, in a few passes over the ``(n_samples,
+    n_classes)`` matrix.
 
-    Forward and backward in a few passes over the ``(n_samples, n_classes)`` matrix: the
-    gradient with respect to the cosines is formed in the forward pass (the softmax minus
-    the one-hot labels, plus the triplet's +-1 at the hardest negative and the positive)
-    and kept for the backward pass. Autograd through the same expression allocates about
-    four times as many ``(n_samples, n_classes)`` arrays, which dominates a large fit.
-    ``zero_shot_logits`` is a constant (it gets no gradient).
+    The gradient is the softmax minus the one-hot labels, plus the triplet's +-1 at the
+    hardest negative and the positive. Autograd through the same expression allocates
+    about four times as many ``(n_samples, n_classes)`` arrays, which dominates a large
+    fit. ``zero_shot_logits`` is a constant (it gets no gradient).
     """
+    n_samples = cosines.shape[0]
+    rows = torch.arange(n_samples, device=cosines.device)
+    if zero_shot_logits is None:
+        logits = cosines * logit_scale
+    else:
+        logits = torch.add(zero_shot_logits, cosines, alpha=logit_scale)
+    true_logit = logits[rows, y]
+    top = logits.amax(dim=1, keepdim=True)
+    grad = logits.sub_(top).exp_()  # in place: the logits are not needed any more
+    total = grad.sum(dim=1, keepdim=True)
+    loss = (total.log() + top).squeeze(1).sub(true_logit).mean()
+    # d CE / d cos = logit_scale * (softmax - onehot) / n
+    grad.mul_(logit_scale / n_samples / total)
+    grad[rows, y] -= logit_scale / n_samples
+    if triplet_weight:
+        negative = hardest_negatives(cosines, y)
+        hinge = margin - cosines[rows, y] + cosines[rows, negative]
+        loss = loss + triplet_weight * hinge.clamp_min(0).mean()
+        step = (triplet_weight / n_samples) * (hinge > 0).to(grad.dtype)
+        grad[rows, y] -= step
+        grad[rows, negative] += step
+    return loss, grad
+
+
+class _FusedCrossEntropyTriplet(torch.autograd.Function):
+    """:func:`_cross_entropy_triplet_and_grad` for autograd, from the cosines."""
 
     @staticmethod
     def forward(ctx, cosines, y, zero_shot_logits, logit_scale, triplet_weight, margin):
-        n_samples = cosines.shape[0]
-        rows = torch.arange(n_samples, device=cosines.device)
-        if zero_shot_logits is None:
-            logits = cosines * logit_scale
-        else:
-            logits = torch.add(zero_shot_logits, cosines, alpha=logit_scale)
-        true_logit = logits[rows, y]
-        top = logits.amax(dim=1, keepdim=True)
-        grad = logits.sub_(top).exp_()  # in place: the logits are not needed any more
-        total = grad.sum(dim=1, keepdim=True)
-        loss = (total.log() + top).squeeze(1).sub(true_logit).mean()
-        # d CE / d cos = logit_scale * (softmax - onehot) / n
-        grad.mul_(logit_scale / n_samples / total)
-        grad[rows, y] -= logit_scale / n_samples
-        if triplet_weight:
-            negative = hardest_negatives(cosines, y)
-            hinge = margin - cosines[rows, y] + cosines[rows, negative]
-            loss = loss + triplet_weight * hinge.clamp_min(0).mean()
-            step = (triplet_weight / n_samples) * (hinge > 0).to(grad.dtype)
-            grad[rows, y] -= step
-            grad[rows, negative] += step
+        loss, grad = _cross_entropy_triplet_and_grad(
+            cosines, y, zero_shot_logits, logit_scale, triplet_weight, margin)
         ctx.save_for_backward(grad)
         return loss
 
@@ -97,6 +106,30 @@ class _FusedCrossEntropyTriplet(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None, None, None
+
+
+class _RefinementLoss(torch.autograd.Function):
+    """:func:`cmm_refinement_loss` for autograd, from ``W`` and the prototypes: the
+    gradient through the normalisations and the products is formed in the forward pass
+    (one autograd node instead of a dozen, which dominate a small fit)."""
+
+    @staticmethod
+    def forward(ctx, V, y, W, prototypes, zero_shot_logits, logit_scale, triplet_weight,
+                margin):
+        mapped, mapped_norm = unit_rows(V @ W)
+        text, text_norm = unit_rows(prototypes)
+        loss, d_cos = _cross_entropy_triplet_and_grad(
+            mapped @ text.T, y, zero_shot_logits, logit_scale, triplet_weight, margin)
+        d_W = V.T @ unit_rows_grad(mapped, mapped_norm, d_cos @ text)
+        d_prototypes = unit_rows_grad(text, text_norm, d_cos.T @ mapped)
+        ctx.save_for_backward(d_W, d_prototypes)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        d_W, d_prototypes = ctx.saved_tensors
+        return (None, None, d_W * grad_output, d_prototypes * grad_output, None, None,
+                None, None)
 
 
 def fused_cross_entropy_triplet(
@@ -140,7 +173,9 @@ def cmm_refinement_loss(
     """Training loss of CMM: cross-entropy of the fused logits plus the triplet loss.
 
     ``CE(logit_scale * cos(V W, T) + zero_shot_logits, y)
-    + triplet_weight * hardest_negative_triplet_loss(cos(V W, T), y, margin)``.
+    + triplet_weight * hardest_negative_triplet_loss(cos(V W, T), y, margin)``, with
+    its gradient with respect to ``W`` and ``prototypes`` written by hand (equal to
+    autograd's through the expression; ``V`` gets none).
 
     Parameters
     ----------
@@ -166,12 +201,5 @@ def cmm_refinement_loss(
     loss : torch.Tensor
         A scalar.
     """
-    cosines = F.normalize(V @ W, dim=1) @ F.normalize(prototypes, dim=1).T
-    return fused_cross_entropy_triplet(
-        cosines,
-        y,
-        zero_shot_logits,
-        logit_scale=logit_scale,
-        triplet_weight=triplet_weight,
-        margin=margin,
-    )
+    return _RefinementLoss.apply(V, y, W, prototypes, zero_shot_logits, float(logit_scale),
+                                 float(triplet_weight), float(margin))

@@ -1,26 +1,29 @@
-"""SeMoBridge-T's training loss, in torch (float32, on the training device)."""
+"""SeMoBridge-T's training loss, in torch (float32, on the training device).
+
+The loss is a few small products of the shots with the bridge and a handful of
+cross-entropies over classes. At the sizes of most few-shot problems (a few hundred
+shots, dimension 64-512) autograd's op-by-op bookkeeping costs more than the arithmetic,
+so the loss and its gradient are written out by hand (:class:`SeMoBridgeTLoss`), with
+what does not change between steps (normalised shots and text, the class-mean and
+one-hot matrices) computed once.
+"""
 
 import torch
-from torch.nn.functional import cross_entropy, normalize
+
+from .unit_rows import unit_rows as _unit_rows, unit_rows_grad as _unit_rows_grad
+
+TERM_NAMES = ("img", "txtp", "txte", "consistency", "bias_norm")
 
 
-def semobridge_t_loss(
-    f,
-    y,
-    W_pinv,
-    W,
-    bias,
-    T,
-    text_pre,
-    *,
-    n_classes,
-    image_weight=0.5,
-    text_weight=0.5,
-    consistency_weight=0.1,
-    bias_norm_weight=0.1,
-    image_logit_scale=100.0,
-):
-    """SeMoBridge-T's training loss on the few-shot images (torch tensors).
+def _log_softmax_and_residual(logits, onehot):
+    """Row log-softmax of ``logits`` and ``softmax - onehot`` (the logits' CE gradient
+    times the number of rows)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    return log_p, log_p.exp().sub_(onehot)
+
+
+class SeMoBridgeTLoss:
+    """SeMoBridge-T's training loss on fixed shots, and its gradient by hand.
 
     With ``e_i = normalize(f_i @ W_pinv + b_{y_i})``, ``f_hat_i = e_i @ W`` and the class
     prototypes ``F_hat_c = normalize(mean_{y_i = c} f_hat_i)``, ``E_c = normalize(mean e_i)``,
@@ -41,12 +44,8 @@ def semobridge_t_loss(
         Raw few-shot image embeddings.
     y : torch.Tensor of shape (n_samples,), int
         Their class indices; every class in ``0 .. n_classes - 1`` must occur.
-    W_pinv : torch.Tensor of shape (dim, width)
-        The trained pseudo-inverse.
     W : torch.Tensor of shape (width, dim)
         The frozen text projection.
-    bias : torch.Tensor of shape (n_classes, width) or None
-        The class-specific bias.
     T : torch.Tensor of shape (n_classes, dim)
         Class text prototypes (normalised here).
     text_pre : torch.Tensor of shape (n_classes, width)
@@ -57,43 +56,136 @@ def semobridge_t_loss(
         Weights of the terms.
     image_logit_scale : float, default=100.0
         Temperature of the ``img`` term (CLIP's logit scale).
+    """
+
+    def __init__(self, f, y, W, T, text_pre, *, n_classes, image_weight=0.5,
+                 text_weight=0.5, consistency_weight=0.1, bias_norm_weight=0.1,
+                 image_logit_scale=100.0):
+        self.f, self.W = f, W
+        self.onehot = torch.nn.functional.one_hot(y, n_classes).to(f.dtype)
+        counts = self.onehot.sum(dim=0)
+        self.class_mean = self.onehot.T / counts[:, None]  # (n_classes, n_samples)
+        self.eye = torch.eye(n_classes, dtype=f.dtype, device=f.device)
+        # the four cross-entropies' sums of log-probabilities over -(rows)
+        self.minus_counts = -torch.tensor([len(f), len(f), n_classes, n_classes],
+                                          dtype=f.dtype, device=f.device)
+        self.f_unit = _unit_rows(f)[0]
+        self.T_unit = _unit_rows(T)[0]
+        self.pre_unit = _unit_rows(text_pre)[0]
+        self.weights = (float(image_weight), float(text_weight), float(consistency_weight),
+                        float(bias_norm_weight))
+        self.scale = float(image_logit_scale)
+
+    def value_and_grad(self, W_pinv, bias):
+        """The loss at ``(W_pinv, bias)`` and its gradient (no autograd).
+
+        Parameters
+        ----------
+        W_pinv : torch.Tensor of shape (dim, width)
+            The trained pseudo-inverse.
+        bias : torch.Tensor of shape (n_classes, width) or None
+            The class-specific bias.
+
+        Returns
+        -------
+        total : torch.Tensor
+            Scalar loss.
+        terms : torch.Tensor of shape (5,)
+            The unweighted terms, in ``TERM_NAMES`` order.
+        d_pinv : torch.Tensor of shape (dim, width)
+        d_bias : torch.Tensor of shape (n_classes, width) or None
+        """
+        w_img, w_text, w_cons, w_bias = self.weights
+        n, n_classes = self.onehot.shape
+        tokens = self.f @ W_pinv
+        if bias is not None:
+            tokens = tokens.addmm_(self.onehot, bias)  # + b_{y_i}
+        e, e_norm = _unit_rows(tokens)
+        f_hat = e @ self.W
+        F_hat, F_norm = _unit_rows(self.class_mean @ f_hat)
+        E, E_norm = _unit_rows(self.class_mean @ e)
+        f_hat_unit, f_hat_norm = _unit_rows(f_hat)
+        log_img, r_img = _log_softmax_and_residual(
+            self.scale * (self.f_unit @ F_hat.T), self.onehot)
+        log_txtp, r_txtp = _log_softmax_and_residual(F_hat @ self.T_unit.T, self.eye)
+        log_txte, r_txte = _log_softmax_and_residual(E @ self.pre_unit.T, self.eye)
+        log_cons, r_cons = _log_softmax_and_residual(f_hat_unit @ F_hat.T, self.onehot)
+        # each cross-entropy: minus the mean log-probability of the targets
+        targets = torch.stack([(log_img * self.onehot).sum(), (log_cons * self.onehot).sum(),
+                               log_txtp.diagonal().sum(), log_txte.diagonal().sum()])
+        img, consistency, txtp, txte = targets.div_(self.minus_counts)
+        if bias is None:
+            bias_norm = img.new_zeros(())
+        else:
+            bias_norms = torch.linalg.vector_norm(bias, dim=1)
+            deviation = bias_norms - bias_norms.mean()
+            bias_norm = deviation.square().mean()
+        terms = torch.stack([img, txtp, txte, consistency, bias_norm])
+        total = (w_img * img + (w_text / 2) * (txtp + txte) + w_cons * consistency
+                 + w_bias * bias_norm)
+
+        # d total / d F_hat from the three terms that use the bridged prototypes
+        d_F_hat = torch.addmm(
+            torch.mm(r_cons.T, f_hat_unit).mul_(w_cons / n), r_img.T, self.f_unit,
+            alpha=w_img * self.scale / n,
+        ).addmm_(r_txtp, self.T_unit, alpha=w_text / 2 / n_classes)
+        d_E = torch.mm(r_txte, self.pre_unit).mul_(w_text / 2 / n_classes)
+        # back through the normalisations and the class means (matrix products)
+        d_f_hat = _unit_rows_grad(f_hat_unit, f_hat_norm, torch.mm(r_cons, F_hat).mul_(w_cons / n))
+        d_f_hat.addmm_(self.class_mean.T, _unit_rows_grad(F_hat, F_norm, d_F_hat))
+        d_e = torch.addmm(self.class_mean.T @ _unit_rows_grad(E, E_norm, d_E), d_f_hat,
+                          self.W.T)
+        d_tokens = _unit_rows_grad(e, e_norm, d_e)
+        d_pinv = self.f.T @ d_tokens
+        d_bias = None
+        if bias is not None:
+            d_bias = self.onehot.T @ d_tokens
+            # variance of the norms: 2 (||b_c|| - mean) / n_classes along b_c / ||b_c||
+            # (0 at b_c = 0, as torch's norm gradient there)
+            pull = (2 * w_bias / n_classes) * deviation
+            pull = torch.where(bias_norms > 0, pull / bias_norms, 0.0)
+            d_bias.addcmul_(bias, pull[:, None])
+        return total, terms, d_pinv, d_bias
+
+
+class _LossFunction(torch.autograd.Function):
+    """:meth:`SeMoBridgeTLoss.value_and_grad` for autograd (the gradients are formed in
+    the forward pass and scaled in the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, W_pinv, bias, loss):
+        total, terms, d_pinv, d_bias = loss.value_and_grad(W_pinv, bias)
+        ctx.save_for_backward(d_pinv, d_bias)
+        ctx.mark_non_differentiable(terms)
+        return total, terms
+
+    @staticmethod
+    def backward(ctx, grad_total, grad_terms):
+        d_pinv, d_bias = ctx.saved_tensors
+        return d_pinv * grad_total, None if d_bias is None else d_bias * grad_total, None
+
+
+def semobridge_t_loss(f, y, W_pinv, W, bias, T, text_pre, **options):
+    """SeMoBridge-T's loss (:class:`SeMoBridgeTLoss`) at ``(W_pinv, bias)``, for autograd.
+
+    Parameters
+    ----------
+    f, y, W, T, text_pre, **options
+        As for :class:`SeMoBridgeTLoss` (``n_classes`` and the weights are keywords).
+    W_pinv : torch.Tensor of shape (dim, width)
+        The trained pseudo-inverse.
+    bias : torch.Tensor of shape (n_classes, width) or None
+        The class-specific bias.
 
     Returns
     -------
     total : torch.Tensor
-        Scalar loss.
+        Scalar loss, differentiable with respect to ``W_pinv`` and ``bias`` (its
+        gradient is the hand-written one, equal to autograd's through the formulas).
     terms : dict of str -> torch.Tensor
-        The unweighted terms ``img``, ``txtp``, ``txte``, ``consistency``, ``bias_norm``.
+        The unweighted terms ``img``, ``txtp``, ``txte``, ``consistency``, ``bias_norm``
+        (without gradient).
     """
-    tokens = f @ W_pinv
-    if bias is not None:
-        tokens = tokens + bias[y]
-    e = normalize(tokens, dim=1)
-    f_hat = e @ W
-    counts = torch.bincount(y, minlength=n_classes).to(f.dtype)[:, None]
-
-    def class_mean(rows):
-        sums = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype, device=rows.device)
-        return sums.index_add(0, y, rows) / counts
-
-    F_hat = normalize(class_mean(f_hat), dim=1)
-    E = normalize(class_mean(e), dim=1)
-    classes = torch.arange(n_classes, device=f.device)
-    terms = {
-        "img": cross_entropy(image_logit_scale * normalize(f, dim=1) @ F_hat.T, y),
-        "txtp": cross_entropy(F_hat @ normalize(T, dim=1).T, classes),
-        "txte": cross_entropy(E @ normalize(text_pre, dim=1).T, classes),
-        "consistency": cross_entropy(normalize(f_hat, dim=1) @ F_hat.T, y),
-        "bias_norm": (
-            torch.zeros((), dtype=f.dtype, device=f.device)
-            if bias is None
-            else torch.var(torch.linalg.vector_norm(bias, dim=1), correction=0)
-        ),
-    }
-    total = (
-        image_weight * terms["img"]
-        + text_weight * (terms["txtp"] + terms["txte"]) / 2
-        + consistency_weight * terms["consistency"]
-        + bias_norm_weight * terms["bias_norm"]
-    )
-    return total, terms
+    total, terms = _LossFunction.apply(
+        W_pinv, bias, SeMoBridgeTLoss(f, y, W, T, text_pre, **options))
+    return total, dict(zip(TERM_NAMES, terms.unbind()))

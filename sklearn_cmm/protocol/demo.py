@@ -54,7 +54,8 @@ def add_arguments(parser):
                         help="folder for results.csv, results.json and accuracy_vs_shots.png")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="limit BLAS and torch CPU threads (default: the libraries' own)")
+                        help="limit BLAS and torch CPU threads (default: each fit and the "
+                        "featurizer size their own, one thread at the demo's sizes)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
