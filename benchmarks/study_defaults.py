@@ -52,15 +52,20 @@ OUT = Path(__file__).resolve().parent / "results" / "study_defaults_cmm.json"
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)
 
-#: The CMM configurations compared; "previous" is the defaults before this study.
+#: The CMM configurations compared; "previous" is the defaults before the first study. The
+#: first study (solver, budget, text, penalty) ran without the image-prototype term, the
+#: second (``image-*``) compares its weight at the first study's choice.
+_FIRST = {"image_weight": 0.0}
 CANDIDATES = {
-    "previous": {"solver": "adamw", "max_iter": 15, "train_text": False},
-    "lbfgs": {"solver": "lbfgs", "max_iter": "auto", "train_text": False},
-    "lbfgs-text": {"solver": "lbfgs", "max_iter": "auto", "train_text": True},
+    "previous": {"solver": "adamw", "max_iter": 15, "train_text": False, **_FIRST},
+    "lbfgs": {"solver": "lbfgs", "max_iter": "auto", "train_text": False, **_FIRST},
+    "lbfgs-text": {"solver": "lbfgs", "max_iter": "auto", "train_text": True, **_FIRST},
     "lbfgs-text-a1e-3": {"solver": "lbfgs", "max_iter": "auto", "train_text": True,
-                          "alpha": 1e-3},
+                          "alpha": 1e-3, **_FIRST},
     "lbfgs-text-a1e-2": {"solver": "lbfgs", "max_iter": "auto", "train_text": True,
-                          "alpha": 1e-2},
+                          "alpha": 1e-2, **_FIRST},
+    **{f"image-{w:g}": {"image_weight": w} for w in (0.0, 1.0, 2.0, 4.0)},
+    "image-auto": {"image_weight": "auto"},
 }
 #: The reference methods, at their defaults except for ``search="cv"``.
 BASELINES = {
