@@ -30,7 +30,7 @@ from .report import (
 DEFAULT_SHOTS = "1,2,4,8,16"
 DEFAULT_SEEDS = "1,2,3"
 #: Methods of the demo, in the table's order (names of :mod:`sklearn_cmm.protocol.methods`).
-DEMO_METHODS = "zero-shot,linear-probe,tip-adapter,cmm,semobridge,semobridge-t"
+DEMO_METHODS = "zero-shot,linear-probe,tip-adapter,tip-adapter-f,cmm,semobridge,semobridge-t"
 #: Blend weights tuned by leave-one-out on the training shots alone (never the test
 #: images); every other parameter is the estimator's default.
 DEMO_PARAMS = {
