@@ -43,11 +43,17 @@ def _pyarrow():
 
 
 def pending_shards(paths, output_dir, shard_size):
-    """The shards not yet written: a list of ``(target_file, shard_paths)``.
+    """The shards of ``paths`` not yet written to ``output_dir`` (made if missing).
 
-    A shard file already in ``output_dir`` must hold exactly its shard's paths (else
-    ``output_dir`` belongs to other inputs or another ``shard_size``: a ValueError).
-    Also returns the number of shards in all.
+    A shard file already in ``output_dir`` must hold exactly its shard's paths, else
+    ``output_dir`` belongs to other inputs or another ``shard_size``: a ValueError.
+
+    Returns
+    -------
+    pending : list of (Path, list of str)
+        The target file and the paths of each missing shard.
+    n_shards : int
+        The number of shards of ``paths``, written or not.
     """
     _, pq = _pyarrow()
     paths = [os.fspath(path) for path in paths]
@@ -120,7 +126,7 @@ def _progress(total, done, verbose):
 
 
 def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, client=None,
-                        verbose=True):
+                        resources=None, verbose=True):
     """Embed images on a Dask cluster, one task per shard, into Parquet shards.
 
     Shards already in ``output_dir`` are skipped (see :mod:`sklearn_cmm.parallel`).
@@ -138,6 +144,9 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
         Images per shard (one task, one file).
     client : distributed.Client or None, default=None
         None: the current client (``distributed.get_client()``).
+    resources : dict or None, default=None
+        What each task needs of the workers' resources, e.g. ``{"GPU": 1}`` for workers
+        started with ``--resources GPU=1`` (passed to ``client.submit``).
     verbose : bool, default=True
         Show a progress bar of shards written.
 
@@ -157,7 +166,8 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
     client = distributed.get_client() if client is None else client
     pending, n_shards = pending_shards(paths, output_dir, shard_size)
     futures = [
-        client.submit(write_shard, featurizer, shard, str(target), pure=False)
+        client.submit(write_shard, featurizer, shard, str(target), pure=False,
+                      resources=resources)
         for target, shard in pending
     ]
     written = []
@@ -231,7 +241,7 @@ def featurize_with_ray(paths, featurizer, output_dir, *, shard_size=4096, num_ac
         _ShardWriter,
         fn_constructor_args=(featurizer,),
         batch_size=1,
-        concurrency=num_actors,
+        concurrency=min(num_actors, len(pending)),
         num_cpus=num_cpus_per_actor,
         num_gpus=num_gpus_per_actor,
     )
