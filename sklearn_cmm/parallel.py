@@ -25,17 +25,16 @@ from tqdm.auto import tqdm
 SHARD_NAME = "shard-{:06d}.parquet"
 
 
-def _require(module, extra):
+def _require(module, *extras):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(
-            f"{module} is needed here and is not installed: pip install 'sklearn-cmm[{extra}]'"
-        ) from error
+        hint = " or ".join(f"pip install 'sklearn-cmm[{extra}]'" for extra in extras)
+        raise ImportError(f"{module} is needed here and is not installed: {hint}") from error
 
 
 def _pyarrow():
-    _require("pyarrow.parquet", "dask")  # both extras install pyarrow
+    _require("pyarrow.parquet", "dask", "ray")  # both extras install pyarrow
     import pyarrow
     import pyarrow.parquet
 

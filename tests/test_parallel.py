@@ -90,5 +90,7 @@ def test_shards_of_other_inputs_are_an_error(featurizer, images, tmp_path, dask_
 
 
 def test_missing_engine_names_the_extra():
-    with pytest.raises(ImportError, match=r"pip install 'sklearn-cmm\[ray\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'sklearn-cmm\[ray\]'$"):
         _require("sklearn_cmm_no_such_module", "ray")
+    with pytest.raises(ImportError, match=r"sklearn-cmm\[dask\]' or pip install 'sklearn-cmm\[ray"):
+        _require("sklearn_cmm_no_such_module", "dask", "ray")
