@@ -7,6 +7,7 @@ are the baselines.
 
 from ._clip.text_encoder import CLIPTextEncoder
 from ._embeddings import CLIPEmbeddings
+from ._persistence import skops_trusted_types
 from .baselines import TipAdapterClassifier, ZeroShotClassifier
 from .cmm import CrossModalMappingClassifier
 from .featurizer import CLIPFeaturizer
@@ -28,4 +29,5 @@ __all__ = [
     "ZeroShotClassifier",
     "make_clip_pipeline",
     "modality_gap",
+    "skops_trusted_types",
 ]

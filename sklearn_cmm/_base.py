@@ -337,11 +337,49 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         logits = self._validated_logits(X)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(logits, axis=1)]
 
+    def __repr__(self, N_CHAR_MAX=700):
+        # Array parameters (text_features, text_projection) show their shape and dtype,
+        # not thousands of numbers; the parameters themselves are untouched.
+        shown = copy.copy(self)
+        for name, value in self.get_params(deep=False).items():
+            setattr(shown, name, summarize_arrays(value))
+        return BaseEstimator.__repr__(shown, N_CHAR_MAX=N_CHAR_MAX)
+
+    def _get_params_html(self, deep=True, doc_link=""):
+        # The parameter table of the HTML repr (scikit-learn >= 1.7), summarised the same way.
+        params = super()._get_params_html(deep=deep, doc_link=doc_link)
+        for name, value in list(params.items()):
+            params[name] = summarize_arrays(value)
+        return params
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # With a shot draw or training and no seed, two fits differ.
         tags.non_deterministic = self.random_state is None and self.n_shots is not None
         return tags
+
+
+class ArraySummary:
+    """Stands for an array in a repr: its type, shape and dtype, ``<ndarray (10, 512) float32>``.
+
+    Short enough (up to 30 characters for 2-d arrays) that the HTML parameter table,
+    which cuts longer values, shows it whole."""
+
+    def __init__(self, array):
+        self.text = f"<{type(array).__name__} {tuple(array.shape)} {array.dtype}>"
+
+    def __repr__(self):
+        return self.text
+
+
+def summarize_arrays(value):
+    """``value`` with every array (anything with ``shape`` and ``dtype``), also the values
+    of a dict, replaced by an :class:`ArraySummary`; other values unchanged."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return ArraySummary(value)
+    if type(value) is dict:
+        return {key: summarize_arrays(item) for key, item in value.items()}
+    return value
 
 
 def class_prototypes(X, y_encoded, n_classes, class_text):

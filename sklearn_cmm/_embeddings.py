@@ -22,7 +22,8 @@ class CLIPEmbeddings(np.ndarray):
         The text side of the model and weights that made the embeddings.
     """
 
-    def __new__(cls, array, text_encoder):
+    def __new__(cls, array, text_encoder=None):
+        # text_encoder is optional for loaders that rebuild the array as cls(array) (skops).
         embeddings = np.asarray(array).view(cls)
         embeddings.text_encoder = text_encoder
         return embeddings

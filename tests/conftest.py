@@ -55,3 +55,26 @@ def image_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     paths, labels = write_jpegs(folder, n_per_photo=6)
     return SimpleNamespace(folder=folder, paths=paths, labels=labels)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A Dask client of a local cluster of 2 worker processes, 1 thread each."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    client.wait_for_workers(2, timeout=120)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs (its workers are processes)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
