@@ -56,15 +56,15 @@ def test_optuna_search_cv_with_few_shot_split(bundled):
 def semobridge_learner(text_encoder, class_names, templates):
     """A FLAML learner of SeMoBridgeClassifier for FLAML's integer-encoded labels.
 
-    FLAML passes ``n_jobs`` to every learner (the classifiers have none: it is dropped)
-    and replaces string labels by their index in sorted order, so the class names for the
-    text side come as ``class_names={index: name}``.
+    FLAML passes ``n_jobs`` to every learner (the classifiers' ``n_jobs``, the threads of
+    a fit) and replaces string labels by their index in sorted order, so the class names
+    for the text side come as ``class_names={index: name}``.
     """
     from flaml import tune
     from flaml.automl.model import SKLearnEstimator
 
     class SeMoBridgeLearner(SKLearnEstimator):
-        def __init__(self, task="classification", n_jobs=None, **config):
+        def __init__(self, task="classification", **config):
             super().__init__(task, **config)
             self.estimator_class = SeMoBridgeClassifier
             self.params.update(
@@ -93,6 +93,7 @@ def test_flaml_automl_with_semobridge_as_custom_learner(bundled):
                seed=0, verbose=0)
     print("FLAML", automl.best_config, round(1 - automl.best_loss, 3))
     assert set(automl.best_config) == {"alpha", "beta"}
+    assert automl.model.estimator.n_jobs == -1  # FLAML's default n_jobs reached it
     assert set(automl.predict(X[test])) <= set(labels)  # FLAML decodes the labels back
     # The text side met the class names: as good as the same classifier fitted directly.
     direct = SeMoBridgeClassifier(text_encoder=text_encoder, templates=templates,
