@@ -154,6 +154,12 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
     written : list of str
         The shard files this call wrote (not those it skipped), sorted.
 
+    Raises
+    ------
+    Exception
+        The error of the first shard that failed (e.g. an unreadable image), once every
+        other shard is written: a rerun after the fix computes the failed shards only.
+
     Examples
     --------
     >>> from distributed import Client, LocalCluster  # doctest: +SKIP
@@ -169,14 +175,21 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
                       resources=resources)
         for target, shard in pending
     ]
-    written = []
+    written, failure = [], None
     try:
         with _progress(n_shards, n_shards - len(pending), verbose) as bar:
             for future in distributed.as_completed(futures):
-                written.append(future.result())
-                bar.update()
+                # A failed shard does not stop the others: a running task cannot be
+                # stopped anyway, and when this call returns nothing writes any more.
+                if future.status == "error" and failure is None:
+                    failure = future
+                elif future.status != "error":
+                    written.append(future.result())
+                    bar.update()
+        if failure is not None:
+            failure.result()  # raises the first failed shard's error
     finally:
-        client.cancel(futures)  # after a failure, no more shards; the written ones stay
+        client.cancel(futures)  # on an interrupt: no more shards; the written ones stay
     return sorted(written)
 
 
