@@ -221,6 +221,13 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         """
         return self._logits(np.asarray(X, dtype=np.float64)), y_encoded
 
+    def _n_cross_fit_folds(self, y_encoded, class_text, n_folds):
+        """Folds :meth:`_cross_fitted_logits` uses; below 2 it returns training logits."""
+        n_folds = min(n_folds, len(y_encoded))
+        if class_text is None:  # a text-free fit needs a shot of every class
+            n_folds = min(n_folds, np.bincount(y_encoded, minlength=len(self.classes_)).min())
+        return n_folds
+
     def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5, fit=None,
                              scores=None):
         """Logits of each shot by the method fitted (``_fit``) on the other folds.
@@ -245,10 +252,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
             def scores(model, X):
                 return model._logits(X)
         n_classes = len(self.classes_)
-        counts = np.bincount(y_encoded, minlength=n_classes)
-        n_folds = min(n_folds, len(y_encoded))
-        if class_text is None:
-            n_folds = min(n_folds, counts.min())
+        n_folds = self._n_cross_fit_folds(y_encoded, class_text, n_folds)
         if n_folds < 2:
             return scores(self, np.asarray(X, dtype=np.float64))
         folds = np.empty(len(y_encoded), dtype=int)

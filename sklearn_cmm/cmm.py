@@ -118,7 +118,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         (smooth, where the accuracy of a few held-out shots moves in steps of one shot;
         ties go to the smaller weight). The held-out logits are those of the calibration's
         three refits, so "auto" costs nothing more with ``calibration`` on. With one shot
-        a class, a held-out shot's class has no other shot: "auto" then chooses 0.
+        a class (a held-out shot's class has no other shot), and text-free with a class of
+        one shot (no honest refits), "auto" chooses 0.
     train_text : bool, default=True
         Also refine the text prototypes (``T = T0 + Delta_T``); the refined unit prototypes
         are ``prototypes_`` and are used at prediction. The zero-shot term keeps ``T0``.
@@ -294,7 +295,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             return
         # Held-out terms of the shots: three refits of the map on two thirds of them each.
         terms = self._cross_fitted_logits(
-            X, y_encoded, class_text, rng, n_folds=3,
+            X, y_encoded, class_text, rng, n_folds=CROSS_FIT_FOLDS,
             fit=lambda model, X, y: model._fit_map(X, y, class_text),
             scores=lambda model, X: np.hstack(model._logit_terms(X)),
         )
@@ -303,7 +304,14 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         def logits_of(image_weight):
             return mapped + (self.logit_scale * image_weight) * image
 
-        if self.image_weight == "auto":
+        # The image term is validated only on genuinely held-out shots with another shot
+        # of their class (else the cross-fit's logits are the training ones, or a shot's
+        # class has no image mean without it).
+        can_validate = (self._n_cross_fit_folds(y_encoded, class_text, CROSS_FIT_FOLDS) >= 2
+                        and np.bincount(y_encoded).max() >= 2)
+        if self.image_weight == "auto" and not can_validate:
+            self.image_weight_ = 0.0
+        elif self.image_weight == "auto":
             # min keeps the first of equal losses: the smaller weight.
             self.image_weight_ = min(
                 AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_encoded)
@@ -441,6 +449,9 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         """
         return map_to_text(self._validated_features(X), self.mapping_)
 
+
+#: Refits on ``(CROSS_FIT_FOLDS - 1) / CROSS_FIT_FOLDS`` of the shots for held-out logits.
+CROSS_FIT_FOLDS = 3
 
 #: Weights of the image-prototype term that ``image_weight="auto"`` chooses from, in
 #: increasing order (ties go to the smaller).

@@ -168,10 +168,12 @@ def test_auto_image_weight_minimises_the_held_out_log_loss():
     assert clf.temperature_ == pytest.approx(fit_temperature(best, y, 1 / (len(y) + 2)))
 
 
-def test_auto_image_weight_is_zero_with_one_shot_a_class():
+@pytest.mark.parametrize("text", [True, False])
+def test_auto_image_weight_is_zero_with_one_shot_a_class(text):
     # A held-out single shot's class has no other shot: the image term cannot help it.
     X, y, _, _, T = gap_problem(n_classes=5, dim=12, n_train=1)
-    clf = CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y)
+    text_kwargs = dict(text_features=T) if text else dict(text_encoder=None)
+    clf = CrossModalMappingClassifier(max_iter=0, **text_kwargs).fit(X, y)
     assert clf.image_weight_ == 0.0
 
 
