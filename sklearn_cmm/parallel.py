@@ -181,9 +181,10 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
             for future in distributed.as_completed(futures):
                 # A failed shard does not stop the others: a running task cannot be
                 # stopped anyway, and when this call returns nothing writes any more.
-                if future.status == "error" and failure is None:
-                    failure = future
-                elif future.status != "error":
+                if future.status == "error":
+                    if failure is None:
+                        failure = future
+                else:
                     written.append(future.result())
                     bar.update()
         if failure is not None:

@@ -2,9 +2,12 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import open_clip
 import pytest
 import torch
+
+from sklearn_cmm import CLIPFeaturizer
 
 from ._tiny_clip import TINY_CONFIG, random_state_dict, write_config, write_jpegs
 
@@ -55,6 +58,19 @@ def image_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     paths, labels = write_jpegs(folder, n_per_photo=6)
     return SimpleNamespace(folder=folder, paths=paths, labels=labels)
+
+
+@pytest.fixture(scope="session")
+def featurizer(tiny_clip):
+    """The tiny model's featurizer by config path: worker processes have no registration
+    of the test's model name (modules that need another featurizer override this)."""
+    return CLIPFeaturizer(tiny_clip.config_path, pretrained=tiny_clip.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def features(featurizer, image_files):
+    """``featurizer``'s embeddings of ``image_files`` and their labels."""
+    return featurizer.fit_transform(image_files.paths), np.asarray(image_files.labels)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from joblib import parallel_config
 from sklearn.model_selection import GridSearchCV, cross_validate
 
 from sklearn_cmm import (
-    CLIPFeaturizer,
     CrossModalMappingClassifier,
     SeMoBridgeClassifier,
     TipAdapterClassifier,
@@ -25,17 +24,6 @@ SEARCHES = {
             {"triplet_weight": [0.1, 1.0], "n_shots": [2, 3]}),
     "semobridge": (SeMoBridgeClassifier(random_state=0), {"n_shots": [2, 3]}),
 }
-
-
-@pytest.fixture(scope="module")
-def featurizer(tiny_clip):
-    # By config path: worker processes have no registration of the test's model name.
-    return CLIPFeaturizer(tiny_clip.config_path, pretrained=tiny_clip.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def features(featurizer, image_files):
-    return featurizer.fit_transform(image_files.paths), np.asarray(image_files.labels)
 
 
 # Ray's joblib backend starts its worker processes for every search: minutes, so slow.

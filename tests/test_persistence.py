@@ -6,7 +6,6 @@ from sklearn.model_selection import GridSearchCV
 
 from sklearn_cmm import (
     CLIPEmbeddings,
-    CLIPFeaturizer,
     CrossModalMappingClassifier,
     SeMoBridgeClassifier,
     TipAdapterClassifier,
@@ -30,16 +29,6 @@ CLASSIFIERS = {
     "semobridge-cv": SeMoBridgeClassifier(search="cv", n_search_trials=10, random_state=0),
     "semobridge-t": SeMoBridgeClassifier(train=True, max_iter=3, random_state=0),
 }
-
-
-@pytest.fixture(scope="module")
-def featurizer(tiny_clip):
-    return CLIPFeaturizer(tiny_clip.config_path, pretrained=tiny_clip.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def features(featurizer, image_files):
-    return featurizer.fit_transform(image_files.paths), np.asarray(image_files.labels)
 
 
 def assert_same_outputs(loaded, fitted, X):

@@ -92,22 +92,6 @@ def _cross_entropy_triplet_and_grad(cosines, y, zero_shot_logits, logit_scale,
     return loss, grad
 
 
-class _FusedCrossEntropyTriplet(torch.autograd.Function):
-    """:func:`_cross_entropy_triplet_and_grad` for autograd, from the cosines."""
-
-    @staticmethod
-    def forward(ctx, cosines, y, zero_shot_logits, logit_scale, triplet_weight, margin):
-        loss, grad = _cross_entropy_triplet_and_grad(
-            cosines, y, zero_shot_logits, logit_scale, triplet_weight, margin)
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output, None, None, None, None, None
-
-
 class _RefinementLoss(torch.autograd.Function):
     """:func:`cmm_refinement_loss` for autograd, from ``W`` and the prototypes: the
     gradient through the normalisations and the products is formed in the forward pass
@@ -130,41 +114,6 @@ class _RefinementLoss(torch.autograd.Function):
         d_W, d_prototypes = ctx.saved_tensors
         return (None, None, d_W * grad_output, d_prototypes * grad_output, None, None,
                 None, None)
-
-
-def fused_cross_entropy_triplet(
-    cosines, y, zero_shot_logits, *, logit_scale, triplet_weight, margin
-):
-    """Cross-entropy of the fused logits plus the weighted triplet loss, from cosines.
-
-    ``CE(logit_scale * cosines + zero_shot_logits, y)
-    + triplet_weight * hardest_negative_triplet_loss(cosines, y, margin)``, with a
-    hand-written gradient (with respect to ``cosines`` only) that saves time and memory
-    on large problems; equal to the autograd of that expression.
-
-    Parameters
-    ----------
-    cosines : torch.Tensor of shape (n_samples, n_classes)
-        Cosine similarity of each mapped image to each class prototype.
-    y : torch.Tensor of shape (n_samples,)
-        Class indices (int64).
-    zero_shot_logits : torch.Tensor of shape (n_samples, n_classes) or None
-        Constant logits added before the softmax (no gradient); None for none.
-    logit_scale : float
-        Temperature of the cosines.
-    triplet_weight : float
-        Weight of the triplet loss (0 skips it).
-    margin : float
-        Margin of the triplet loss.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        A scalar.
-    """
-    return _FusedCrossEntropyTriplet.apply(
-        cosines, y, zero_shot_logits, float(logit_scale), float(triplet_weight), float(margin)
-    )
 
 
 def cmm_refinement_loss(
