@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._augment import AUGMENTATIONS, augmented_view, view_generators
 from ._clip.config import PRECISIONS
 from ._clip.text_encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, CLIPTextEncoder
 from ._device import check_device
@@ -88,8 +89,25 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         Where pretrained tags are looked up and downloaded (the Hugging Face hub cache
         by default).
 
+    train_views : int, default=0
+        Augmented views of each image averaged into its embedding by
+        :meth:`fit_transform` (the training images of a pipeline); :meth:`transform`
+        never augments. 0 embeds the images as they are. See *Augmented views* below.
+
+    augmentation : {"crop_flip", "flip"} or callable, default="crop_flip"
+        How a view is drawn: ``"crop_flip"`` crops a random box of 50-100 % of the
+        image's area and aspect ratio 3/4 to 4/3, resizes it back to the image's size
+        and mirrors it with probability 1/2 (the views of Tip-Adapter's and CoOp's
+        few-shot training); ``"flip"`` is the mirror image (one view, so
+        ``train_views=1``); a callable ``augmentation(image, rng)`` takes an RGB PIL
+        image and a :class:`numpy.random.Generator` and returns a PIL image.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the views' draws; the same value gives the same views whatever the
+        number of decoding threads.
+
     verbose : bool or int, default=False
-        Show a progress bar over the images.
+        Show a progress bar over the images (views included).
 
     Attributes
     ----------
@@ -128,6 +146,18 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
       last dimension is 1, 3 or 4 is an error, since it reads as one image ``(H, W, C)``
       as well: pass a single image as ``[image]`` and color batches as 4-D arrays.
 
+    *Augmented views.* With ``train_views=k``, :meth:`fit_transform` embeds each image
+    and ``k`` augmented views of it (drawn after the EXIF and bit-depth handling, before
+    the model's resize and crop), L2-normalises the ``k + 1`` embeddings when
+    ``normalize=True``, and returns their mean, normalised again: one row per image, as
+    scikit-learn's contract asks, so that the class means the classifiers form average
+    over every view. Tip-Adapter averages its cache keys over augmented views the same
+    way. So, as for :class:`~sklearn.preprocessing.TargetEncoder`, ``fit_transform(X)``
+    differs from ``fit(X).transform(X)``: call :meth:`fit_transform` on training images
+    (a :class:`~sklearn.pipeline.Pipeline` does), :meth:`transform` on the images to
+    classify. A fit costs ``k + 1`` embeddings per image. The user guide (*Augmented
+    views*) has what they did on the bundled models.
+
     An image that cannot be read or decoded, an empty (0-pixel) image or an invalid
     array is an error naming the item (``X[i]``, and the file when known), never
     skipped, so that rows stay aligned with ``y``.
@@ -153,6 +183,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                    Interval(Integral, None, -1, closed="right"), None],
         "normalize": ["boolean"],
         "cache_dir": [str, os.PathLike, None],
+        "train_views": [Interval(Integral, 0, None, closed="left")],
+        "augmentation": [StrOptions(set(AUGMENTATIONS)), callable],
+        "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
@@ -168,6 +201,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         n_jobs=None,
         normalize=True,
         cache_dir=None,
+        train_views=0,
+        augmentation="crop_flip",
+        random_state=None,
         verbose=False,
     ):
         self.model = model
@@ -179,6 +215,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.n_jobs = n_jobs
         self.normalize = normalize
         self.cache_dir = cache_dir
+        self.train_views = train_views
+        self.augmentation = augmentation
+        self.random_state = random_state
         self.verbose = verbose
 
     def _loaded_model(self):
@@ -203,11 +242,39 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             The fitted featurizer.
         """
         check_device(self.device)
+        if self.augmentation == "flip" and self.train_views > 1:
+            raise ValueError(
+                f"augmentation='flip' gives one view of an image (its mirror image), so "
+                f"train_views={self.train_views} would embed the same view "
+                f"{self.train_views} times; use train_views=1, or 'crop_flip'."
+            )
         loaded = self._loaded_model()
         self.embed_dim_ = loaded.embed_dim
         self.image_size_ = loaded.image_size
         self.preprocess_cfg_ = dict(loaded.preprocess_cfg)
         return self
+
+    def fit_transform(self, X, y=None):
+        """Load the model and embed each image of ``X``, averaged with its augmented views.
+
+        With ``train_views=0`` this is ``fit(X).transform(X)``. Otherwise each row is the
+        mean of the image's embedding and of ``train_views`` augmented views of it (see
+        Notes), so that a :class:`~sklearn.pipeline.Pipeline` fits its classifier on
+        augmented training images and predicts from plain ones.
+
+        Parameters
+        ----------
+        X : sequence of str, path-like, PIL images or arrays, or ndarray
+            The training images, as for :meth:`transform`.
+        y : ignored
+            Present for the scikit-learn API.
+
+        Returns
+        -------
+        X_new : CLIPEmbeddings of shape (n_images, `embed_dim_`), dtype float32
+            One row per image, L2-normalised when ``normalize=True``.
+        """
+        return self.fit(X, y)._embed(X, self.train_views)
 
     def transform(self, X):
         """Embed each image of ``X``.
@@ -233,13 +300,24 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             array invalid (the message names the item, ``X[i]``, and its file), or if
             an item is not an image.
         """
+        return self._embed(X, 0)
+
+    def _embed(self, X, n_views):
+        """Embeddings of ``X``, each averaged with ``n_views`` augmented views of its image."""
         import torch
         import torch.nn.functional as F
 
         from ._clip.model import resolve_precision
 
         check_is_fitted(self)
-        items = _image_items(X)
+        images = _image_items(X)
+        # One task per embedding: each image, then its views, each view with its own
+        # generator, so that the draws do not depend on the decoding threads' order.
+        items = [(index, None) for index in range(len(images))]
+        if n_views:
+            generators = view_generators(self.random_state, len(images), n_views)
+            items = [(index, rng) for index, views in enumerate(generators)
+                     for rng in [None, *views]]
         loaded = self._loaded_model()
         precision = resolve_precision(self.precision, loaded.device)
         on_cpu = loaded.device.type == "cpu"
@@ -250,7 +328,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             n_workers = min(_MAX_AUTO_WORKERS, max(available_cores() - model_threads, 1))
 
         def prepare(index):
-            return loaded.prepare(_as_rgb(items[index], index))
+            image_index, rng = items[index]
+            image = _as_rgb(images[image_index], image_index)
+            if rng is not None:
+                image = augmented_view(image, self.augmentation, rng)
+            return loaded.prepare(image)
 
         batches = _prepared_batches(
             range(len(items)), prepare, self.batch_size, n_workers, pin=loaded.device.type == "cuda"
@@ -269,6 +351,10 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             features = torch.cat(features)
             if self.normalize:
                 features = F.normalize(features, dim=-1)
+            if n_views:
+                features = features.view(len(images), 1 + n_views, -1).mean(dim=1)
+                if self.normalize:
+                    features = F.normalize(features, dim=-1)
         return CLIPEmbeddings(features.cpu().numpy(), self.text_encoder())
 
     @property
@@ -299,6 +385,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags.input_tags.three_d_array = True  # a batch of uint8 images
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = []  # always float32 out
+        tags.non_deterministic = self.train_views > 0 and self.random_state is None
         return tags
 
 

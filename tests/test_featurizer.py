@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from sklearn_cmm import featurizer as featurizer_module
 from sklearn_cmm import make_clip_pipeline
+from sklearn_cmm._augment import augmented_view, view_generators
 from sklearn_cmm._clip import model as clip_model
 from sklearn_cmm._clip.text_encoder import CLIPTextEncoder
 from sklearn_cmm.featurizer import CLIPFeaturizer
@@ -113,6 +114,74 @@ def test_batching_and_threads_keep_the_order(featurizer, image_files, batch_size
     np.testing.assert_allclose(featurizer.transform(image_files.paths), expected, atol=1e-6)
 
 
+# --- augmented views ---------------------------------------------------------------------
+
+
+def _unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def test_no_views_fit_transform_is_transform(featurizer, image_files):
+    np.testing.assert_array_equal(
+        featurizer.fit_transform(image_files.paths), featurizer.transform(image_files.paths)
+    )
+
+
+def test_a_flip_view_is_averaged_with_the_image(featurizer, reference):
+    images = [Image.fromarray(a) for a in _arrays(3)]
+    mirrors = [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for image in images]
+    X = featurizer.set_params(train_views=1, augmentation="flip").fit_transform(images)
+    expected = _unit(_expected(reference, images) + _expected(reference, mirrors))
+    np.testing.assert_allclose(X, expected, atol=1e-5)
+    # transform never augments.
+    np.testing.assert_allclose(featurizer.transform(images), _expected(reference, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_random_views_are_the_seeded_views_whatever_the_threads(tiny_clip, reference, normalize):
+    images = [Image.fromarray(a) for a in _arrays(5)]
+    params = dict(pretrained=tiny_clip.checkpoint, train_views=3, random_state=7,
+                  normalize=normalize)
+    X = CLIPFeaturizer(tiny_clip.name, batch_size=2, num_workers=2, **params).fit_transform(images)
+    views = [[image] + [augmented_view(image, "crop_flip", rng) for rng in generators]
+             for image, generators in zip(images, view_generators(7, len(images), 3))]
+    embedded = np.stack([_expected(reference, v, normalize=normalize) for v in views])
+    expected = embedded.mean(axis=1)
+    np.testing.assert_allclose(X, _unit(expected) if normalize else expected, atol=1e-5)
+    one_thread = CLIPFeaturizer(tiny_clip.name, batch_size=16, num_workers=0, **params)
+    np.testing.assert_allclose(one_thread.fit_transform(images), X, atol=1e-6)
+    other_seed = one_thread.set_params(random_state=8).fit_transform(images)
+    assert np.abs(other_seed - X).max() > 1e-3
+
+
+def test_a_pipeline_fits_on_views_and_predicts_from_plain_images(featurizer, image_files):
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Recorder(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.fit_X_, self.classes_ = np.asarray(X), np.unique(y)
+            return self
+
+        def predict(self, X):
+            self.predict_X_ = np.asarray(X)
+            return np.full(len(X), self.classes_[0])
+
+    featurizer.set_params(train_views=1, augmentation="flip")
+    pipe = Pipeline([("clip", featurizer), ("clf", Recorder())])
+    pipe.fit(image_files.paths, image_files.labels).predict(image_files.paths)
+    np.testing.assert_array_equal(pipe[-1].fit_X_, clone(featurizer).fit_transform(image_files.paths))
+    np.testing.assert_array_equal(pipe[-1].predict_X_, featurizer.transform(image_files.paths))
+    assert np.abs(pipe[-1].fit_X_ - pipe[-1].predict_X_).max() > 1e-3
+
+
+def test_views_and_tags(featurizer):
+    with pytest.raises(ValueError, match="augmentation='flip' gives one view"):
+        featurizer.set_params(train_views=2, augmentation="flip").fit(None)
+    assert featurizer.set_params(augmentation="crop_flip").__sklearn_tags__().non_deterministic
+    assert not featurizer.set_params(random_state=0).__sklearn_tags__().non_deterministic
+    assert not featurizer.set_params(train_views=0, random_state=None).__sklearn_tags__().non_deterministic
+
+
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -161,7 +230,8 @@ def test_transform_before_fit(featurizer):
 
 
 @pytest.mark.parametrize(
-    "params", [{"batch_size": 0}, {"precision": "fp8"}, {"num_workers": -1}, {"model": 3}]
+    "params", [{"batch_size": 0}, {"precision": "fp8"}, {"num_workers": -1}, {"model": 3},
+               {"train_views": -1}, {"augmentation": "rotate"}]
 )
 def test_invalid_parameters(featurizer, params):
     with pytest.raises(ValueError, match="parameter"):
