@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier, baselines
-from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot
+from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot, view_rows
 from sklearn_cmm._math.search import random_candidates
 from sklearn_cmm._math.semobridge import validation_folds
 from sklearn_cmm._math.tip_adapter import (
@@ -188,6 +188,30 @@ def test_correct_counts_leave_one_out_match_the_dense_reference(block_entries, n
                 for c in candidates]
     np.testing.assert_allclose(accuracies, expected)
     assert len(set(expected)) > 1  # the candidates differ, so the check has teeth
+
+
+@pytest.mark.parametrize("block_entries", [2**22, 30])
+def test_correct_counts_leave_out_every_view_of_the_query_image(block_entries):
+    rng = np.random.RandomState(4)
+    n_views, labels_images = 3, np.repeat(np.arange(5), 3)
+    labels = np.repeat(labels_images, n_views)
+    keys = _unit(rng, (len(labels), 6))
+    zs = 3 * keys[::n_views] @ _unit(rng, (5, 6)).T
+    images = np.arange(0, len(labels_images), 2)
+    own = view_rows(images, n_views).reshape(len(images), n_views)
+    candidates = random_candidates({"alpha": (0.0, 10.0), "beta": (0.1, 10.0)},
+                                   {"alpha": 1.0, "beta": 5.5}, 30, rng, shared="beta")
+    queries = keys[images * n_views]
+    counts = correct_counts(zs[images], queries, keys, labels, labels_images[images], 5,
+                            candidates, own_entries=own, block_entries=block_entries)
+    expected = []
+    for c in candidates:
+        kernel = np.exp(-c["beta"] * (1 - queries @ keys.T))
+        kernel[np.arange(len(images))[:, None], own] = 0.0
+        logits = zs[images] + c["alpha"] * kernel @ one_hot(labels, 5)
+        expected.append(np.sum(logits.argmax(1) == labels_images[images]))
+    np.testing.assert_array_equal(counts, expected)
+    assert len(set(expected)) > 1
 
 
 def test_cache_indicator_is_the_one_hot_matrix():

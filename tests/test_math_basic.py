@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from sklearn_cmm._math.basic import class_means, l2_normalize, loo_prototype_cosine, one_hot
+from sklearn_cmm._math.basic import (
+    class_means,
+    l2_normalize,
+    loo_prototype_cosine,
+    one_hot,
+    view_rows,
+)
 from sklearn_cmm._math.search import held_out_subset, random_candidates
 from sklearn_cmm._math.tip_adapter import tip_adapter_logits
 
@@ -58,6 +64,36 @@ def test_loo_prototype_cosine_with_a_projection_averages_the_projected_items():
     )
 
 
+def test_view_rows_are_the_reshaped_layout():
+    X = np.arange(4 * 3 * 2).reshape(4, 3 * 2)  # 4 images, 3 views of dimension 2
+    rows = X.reshape(12, 2)
+    for image in range(4):
+        for view in range(3):
+            np.testing.assert_array_equal(rows[view_rows([image], 3)[view]],
+                                          X[image, 2 * view : 2 * view + 2])
+    np.testing.assert_array_equal(view_rows([2, 0], 3), [6, 7, 8, 0, 1, 2])
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_loo_prototype_cosine_with_views_leaves_out_the_whole_image(shots):
+    rng = np.random.RandomState(3)
+    n_views, y_images = 3, np.repeat(np.arange(3), shots)
+    y = np.repeat(y_images, n_views)
+    items = rng.randn(len(y), 5)
+    queries = l2_normalize(rng.randn(len(y_images), 5))
+    index = np.arange(len(y_images))[::-1]
+    expected = np.zeros((len(index), 3))
+    for row, i in enumerate(index):  # the prototypes of every image but i, by hand
+        for c in range(3):
+            members = [j for j in range(len(y)) if y[j] == c and j // n_views != i]
+            if members:
+                proto = items[members].mean(axis=0)
+                expected[row, c] = queries[row] @ proto / np.linalg.norm(proto)
+    np.testing.assert_allclose(
+        loo_prototype_cosine(queries, items, y, 3, index, n_views=n_views), expected
+    )
+
+
 def test_tip_adapter_logits_matches_loop():
     rng = np.random.RandomState(2)
     zs, A = rng.randn(6, 3), rng.uniform(-1, 1, (6, 6))
@@ -79,6 +115,17 @@ def test_tip_adapter_logits_matches_loop():
     np.testing.assert_allclose(
         tip_adapter_logits(zs[[4, 1]], A[[4, 1]], onehot, 0.7, 2.0, own_entries=np.array([4, 1])),
         expected_loo[[4, 1]],
+    )
+    # Images of two views (entries 2i, 2i + 1): a query leaves out both.
+    own = np.array([[4, 5], [0, 1]])
+    expected_views = zs[[4, 0]].copy()
+    for row, i in enumerate([4, 0]):
+        for j in range(6):
+            if j not in own[row]:
+                expected_views[row, labels[j]] += 0.7 * np.exp(-2.0 * (1 - A[i, j]))
+    np.testing.assert_allclose(
+        tip_adapter_logits(zs[[4, 0]], A[[4, 0]], onehot, 0.7, 2.0, own_entries=own),
+        expected_views,
     )
 
 

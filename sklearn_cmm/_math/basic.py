@@ -40,14 +40,28 @@ def one_hot(y_encoded, n_classes):
     return np.eye(n_classes)[y_encoded]
 
 
-def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None, projection=None):
+def view_rows(images, n_views):
+    """Rows of ``images`` in the layout of shots with augmented views.
+
+    With ``n_views`` rows per image, row ``i * n_views + k`` is view ``k`` of image ``i``
+    (view 0 the image itself): what ``X.reshape(n_images * n_views, dim)`` gives for a
+    feature matrix holding each image's views side by side.
+    """
+    images = np.asarray(images)
+    return (images[:, None] * n_views + np.arange(n_views)).ravel()
+
+
+def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None, projection=None,
+                         n_views=1):
     """Cosine of each query to every class prototype, its own item left out.
 
     Prototype ``c`` is ``normalize(mean of items of class c)``. Query ``i`` is paired with
     item ``query_index[i]`` (``items[i]`` when ``query_index`` is None): its score for its
     own class uses the prototype built without that item (leave-one-out), so blend
     weights can be cross-validated on the training shots without the query seeing itself.
-    A class left with no item scores 0.
+    A class left with no item scores 0. With ``n_views > 1`` the items are images'
+    views (:func:`view_rows`), ``query_index`` numbers images, and a query's image is
+    left out with all its views.
 
     Parameters
     ----------
@@ -59,24 +73,27 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
         Class index of each item, in ``0 .. n_classes - 1``.
     n_classes : int
     query_index : ndarray of int of shape (n_queries,) or None, default=None
-        The item each query is; None: query ``i`` is item ``i`` (``n_queries ==
-        n_samples``). Costs ``n_queries x n_classes x dim`` whatever the number of items.
+        The item (image) each query is; None: query ``i`` is item (image) ``i``.
+        Costs ``n_queries x n_classes x dim`` whatever the number of items.
     projection : ndarray of shape (n_item_features, dim) or None, default=None
         The prototypes average ``items @ projection`` (SeMoBridge's bridged shots: pseudo
         tokens times the text projection). The product is linear, so only the class sums
         and the left-out items are projected, not every item.
+    n_views : int, default=1
+        Items per image.
 
     Returns
     -------
     scores : ndarray of shape (n_queries, n_classes)
     """
-    index = np.arange(len(y_encoded)) if query_index is None else np.asarray(query_index)
+    n_images = len(y_encoded) // n_views
+    index = np.arange(n_images) if query_index is None else np.asarray(query_index)
     sums = class_sums(items, y_encoded, n_classes)
-    own_items = items[index]
+    own_items = items.reshape(n_images, n_views, -1)[index].sum(axis=1)
     if projection is not None:
         sums, own_items = sums @ projection, own_items @ projection
     scores = queries @ l2_normalize(sums).T
-    labels = y_encoded[index]
+    labels = y_encoded[index * n_views]
     own = sums[labels] - own_items
     own_norm = np.linalg.norm(own, axis=1)
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)

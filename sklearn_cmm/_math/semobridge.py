@@ -220,7 +220,7 @@ def score_matrices(f, f_hat, T, F_hat, F_bar):
 
 
 def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, query_index=None,
-                       shots_projection=None):
+                       shots_projection=None, n_views=1):
     """:func:`score_matrices` of the few-shot images, each left out of its own prototypes.
 
     For cross-validating the blend weights on the training shots: shot ``i``'s score for
@@ -251,20 +251,28 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, quer
         The text projection ``W`` when ``f_hat_shots`` are pseudo tokens: the bridged shots
         are ``f_hat_shots @ W``, of which only the class sums and the scored shots are
         computed.
+    n_views : int, default=1
+        Rows per image (:func:`~sklearn_cmm._math.basic.view_rows`): the queries are
+        images (``query_index`` numbers them; their own view is scored), each left out
+        of the prototypes with all its views.
 
     Returns
     -------
     z1, z2, z3 : ndarray of shape (n_queries, n_classes)
         The score matrices of :func:`score_matrices`, leave-one-out.
     """
-    index = np.arange(len(y_encoded)) if query_index is None else np.asarray(query_index)
-    queries = l2_normalize(f[index])
+    n_images = len(y_encoded) // n_views
+    index = np.arange(n_images) if query_index is None else np.asarray(query_index)
+    queries = l2_normalize(f[index * n_views])
     if T is None:
-        z1 = loo_prototype_cosine(queries, l2_normalize(f), y_encoded, n_classes, index)
+        z1 = loo_prototype_cosine(queries, l2_normalize(f), y_encoded, n_classes, index,
+                                  n_views=n_views)
     else:
         z1 = queries @ T.T
-    z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes, index, shots_projection)
-    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index)
+    z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes, index, shots_projection,
+                              n_views=n_views)
+    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index,
+                              n_views=n_views)
     return z1, z2, z3
 
 

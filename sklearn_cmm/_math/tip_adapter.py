@@ -33,9 +33,10 @@ def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *,
         Weight of the cache logits.
     beta : float
         Sharpness of the affinity kernel.
-    own_entries : ndarray of int of shape (n_queries,) or None, default=None
-        When the queries are cache items: query ``i`` is item ``own_entries[i]``, whose
-        kernel entry is left out (leave-one-out logits of the training shots).
+    own_entries : ndarray of int of shape (n_queries,) or (n_queries, k), or None, default=None
+        When the queries are cache items: query ``i`` is item ``own_entries[i]`` (or an
+        image whose views are the items ``own_entries[i]``), whose kernel entries are
+        left out (leave-one-out logits of the training shots).
 
     Returns
     -------
@@ -43,7 +44,8 @@ def tip_adapter_logits(zero_shot_logits, affinity, cache_onehot, alpha, beta, *,
     """
     kernel = np.exp(-beta * (1.0 - affinity))
     if own_entries is not None:
-        kernel[np.arange(len(own_entries)), own_entries] = 0.0
+        own = np.reshape(own_entries, (len(own_entries), -1))
+        kernel[np.arange(len(own))[:, None], own] = 0.0
     return zero_shot_logits + alpha * np.asarray(kernel @ cache_onehot)
 
 
@@ -79,8 +81,9 @@ def correct_counts(zero_shot_logits, queries, keys, cache_labels, truth, n_class
     n_classes : int
     candidates : list of dict
         ``{"alpha": float, "beta": float}`` each.
-    own_entries : ndarray of int of shape (n_queries,) or None, default=None
-        Query ``i`` is cache item ``own_entries[i]``, left out of its own cache.
+    own_entries : ndarray of int of shape (n_queries,) or (n_queries, k), or None, default=None
+        Query ``i`` is cache item ``own_entries[i]`` (or the image whose views are the
+        items ``own_entries[i]``), left out of its own cache.
     block_entries : int, default=2**22
         Largest ``n_block_queries x n_cache`` affinity block.
 
@@ -119,8 +122,9 @@ def correct_counts(zero_shot_logits, queries, keys, cache_labels, truth, n_class
                 step = step_size = None
                 np.multiply(shifted, beta, out=kernel)
                 np.exp(kernel, out=kernel)
-                if own_entries is not None:  # each query's own entry
-                    kernel[own_entries[start : start + block], columns] = 0.0
+                if own_entries is not None:  # each query's own entries
+                    own = np.reshape(own_entries[start : start + block], (len(columns), -1))
+                    kernel[own, columns[:, None]] = 0.0
             cache = indicator @ kernel  # (n_classes, n_block)
             members = by_beta[beta]
             keep = _contenders(zero_shot, cache, max(candidates[i]["alpha"] for i in members))

@@ -26,8 +26,9 @@ def tip_adapter_f_loss(zero_shot_logits, queries, keys, cache_labels, y, alpha, 
         Class index of each query (int64).
     alpha, beta : float
         Weight and sharpness of the cache.
-    own_entries : torch.Tensor of shape (n_queries,) or None, default=None
-        Query ``i`` is cache item ``own_entries[i]`` (int64).
+    own_entries : torch.Tensor of shape (n_queries,) or (n_queries, k), or None, default=None
+        Query ``i`` is cache item ``own_entries[i]``, or a view of the image whose views
+        are the items ``own_entries[i]`` (int64).
 
     Returns
     -------
@@ -36,7 +37,8 @@ def tip_adapter_f_loss(zero_shot_logits, queries, keys, cache_labels, y, alpha, 
     """
     kernel = torch.exp(beta * (queries @ keys.T - 1.0))
     if own_entries is not None:
-        rows = torch.arange(len(own_entries), device=kernel.device)
-        kernel = kernel.index_put((rows, own_entries), kernel.new_zeros(()))
+        own = own_entries.reshape(len(own_entries), -1)
+        rows = torch.arange(len(own), device=kernel.device)[:, None]
+        kernel = kernel.index_put((rows, own), kernel.new_zeros(()))
     cache = zero_shot_logits.new_zeros(zero_shot_logits.shape).index_add(1, cache_labels, kernel)
     return F.cross_entropy(zero_shot_logits + alpha * cache, y)
