@@ -171,15 +171,18 @@ def train_fashion_tiny_b(cache_dir=CACHE_DIR):
     subprocess.run(train_fashion_tiny_b_command(cache_dir), check=True)
 
 
-def _featurize_fashion(name, cache_dir):
-    """Features and text of the bundled held-out images under model A or B."""
-    from sklearn_cmm import CLIPFeaturizer
-    from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+def fashion_featurizer(name, cache_dir=CACHE_DIR, **params):
+    """The featurizer of fashion test bed ``name`` (model A or B, on the CPU), unfitted.
 
-    data = load_fashion_mnist_sample()
+    ``params`` are further :class:`~sklearn_cmm.CLIPFeaturizer` parameters. Its images
+    are ``sklearn_cmm.bundled.load_fashion_mnist_sample().images``, rows of the test
+    bed's ``X``.
+    """
+    from sklearn_cmm import CLIPFeaturizer
+    from sklearn_cmm.bundled import BUNDLED_MODEL
+
     if name == "fashion-tiny":
         pretrained = "bundled"
-        record = REPO_ROOT / "sklearn_cmm" / "_bundled" / f"{BUNDLED_MODEL}.train.json"
     else:
         weights = _b_weights(cache_dir)
         if not weights.is_file():
@@ -188,11 +191,22 @@ def _featurize_fashion(name, cache_dir):
                 + " ".join(train_fashion_tiny_b_command(cache_dir))
             )
         pretrained = str(weights)
+    return CLIPFeaturizer(BUNDLED_MODEL, pretrained=pretrained, device="cpu", **params)
+
+
+def _featurize_fashion(name, cache_dir):
+    """Features and text of the bundled held-out images under model A or B."""
+    from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
+
+    data = load_fashion_mnist_sample()
+    featurizer = fashion_featurizer(name, cache_dir)
+    if name == "fashion-tiny":
+        record = REPO_ROOT / "sklearn_cmm" / "_bundled" / f"{BUNDLED_MODEL}.train.json"
+    else:
         record = _b_dir(cache_dir) / f"{BUNDLED_MODEL}.train.json"
         with np.load(_b_dir(cache_dir) / "fashion_mnist_test.npz") as npz:
             if not np.array_equal(npz["labels"], data.target):
                 raise ValueError("Model B was evaluated on other held-out images.")
-    featurizer = CLIPFeaturizer(BUNDLED_MODEL, pretrained=pretrained, device="cpu")
     X = featurizer.fit_transform(data.images).astype(np.float32)
     encoder = featurizer.text_encoder()
     prompts = [t.format(c) for c in data.target_names for t in data.templates]
@@ -212,7 +226,7 @@ def _featurize_fashion(name, cache_dir):
         "pre_projection": pre.reshape(shape).mean(axis=1).astype(np.float32),
         "logit_scale": np.float64(train_record["logit_scale"]),
         "info": json.dumps({
-            "model": BUNDLED_MODEL, "pretrained": pretrained,
+            "model": BUNDLED_MODEL, "pretrained": featurizer.pretrained,
             "train_command": train_record["command"],
             "synonym_only_classes": train_record["captions"].get(
                 "synonym_only_classes", ["pullover", "sneaker", "shirt"]),

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._embeddings import recorded_text_encoder
+from ._embeddings import recorded_text_encoder, recorded_views
 from ._math.basic import class_means, l2_normalize
 from ._math.calibration import fit_temperature, laplace_smoothing
 from ._threads import sized_threads
@@ -56,6 +56,14 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
         :class:`~sklearn.model_selection.GridSearchCV` can search over shots). Every class
         needs at least that many samples.
 
+    n_views : int, default=1
+        Embeddings per row of ``X``, side by side: the image's own first, then augmented
+        views of it (``CLIPFeaturizer(train_views=n_views - 1, view_output="columns")``
+        makes them). ``fit`` takes every view as a shot of the row's class (class means,
+        training), and whatever it validates on the shots (the temperature, searches,
+        early stopping) holds out whole images, views and all, and scores their own
+        embeddings only. Prediction uses each row's first embedding.
+
     random_state : int, RandomState instance or None, default=None
         Seeds what is random in a fit: the ``n_shots`` draw and, where an estimator
         has one, the random search of ``search="cv"``. Training is full batch and
@@ -89,6 +97,11 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
     methods. A subclass whose logits of its own training shots are optimistic overrides
     :meth:`_calibration_logits` (honest logits of the shots; :meth:`_cross_fitted_logits`
     is a generic, ``n_folds`` times dearer, way to get them).
+
+    With ``n_views > 1``, ``_fit`` gets every view as a row: row ``i * n_views + k`` is
+    view ``k`` of image ``i`` (:func:`~sklearn_cmm._math.basic.view_rows`), view 0 the
+    image itself, and ``y_encoded`` repeats each image's class. What a subclass validates
+    on the shots holds out whole images and scores their own rows.
     """
 
     _parameter_constraints = {
@@ -98,6 +111,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         "templates": ["array-like"],
         "text_encoder": [StrOptions({"clip"}), HasMethods(["encode_text"]), None],
         "n_shots": [Interval(Integral, 1, None, closed="left"), None],
+        "n_views": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "calibration": [StrOptions({"temperature"}), None],
         "n_jobs": [Interval(Integral, 1, None, closed="left"),
@@ -116,6 +130,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         templates=CLIP_IMAGENET_TEMPLATES,
         text_encoder="clip",
         n_shots=None,
+        n_views=1,
         random_state=None,
         calibration="temperature",
         n_jobs=None,
@@ -126,6 +141,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self.templates = templates
         self.text_encoder = text_encoder
         self.n_shots = n_shots
+        self.n_views = n_views
         self.random_state = random_state
         self.calibration = calibration
         self.n_jobs = n_jobs
@@ -147,7 +163,17 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         recorded_encoder = recorded_text_encoder(X)  # validate_data drops the record
+        views_record = recorded_views(X)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        if views_record is not None and views_record != self.n_views:
+            raise ValueError(
+                f"X holds {views_record} embeddings per image (CLIPFeaturizer's views, "
+                f"side by side) but n_views={self.n_views}; set n_views={views_record}."
+            )
+        if X.shape[1] % self.n_views:
+            raise ValueError(
+                f"X has {X.shape[1]} features, not a multiple of n_views={self.n_views}."
+            )
         with warnings.catch_warnings():
             # Few shots of many classes is this estimator's normal case, not a sign of a
             # regression target.
@@ -162,9 +188,13 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; got 1 class."
             )
+        # Row i * n_views + k of the shots is view k of image i (view 0 the image itself).
+        dim = X.shape[1] // self.n_views
+        X = X.reshape(len(X) * self.n_views, dim)
+        y_encoded = np.repeat(y_encoded, self.n_views)
         class_text = class_text_features(
             self.classes_,
-            X.shape[1],
+            dim,
             text_features=self.text_features,
             text_classes=self.classes,
             class_names=self.class_names,
@@ -206,9 +236,9 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            The training shots, as given to ``_fit``.
-        y_encoded : ndarray of shape (n_samples,)
+        X : ndarray of shape (n_samples * n_views, n_features)
+            The training shots, as given to ``_fit`` (their views included).
+        y_encoded : ndarray of shape (n_samples * n_views,)
         class_text : ClassText or None
         rng : RandomState
             The fit's random state.
@@ -217,22 +247,25 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         logits : ndarray of shape (n_rows, n_classes)
         y : ndarray of shape (n_rows,)
-            The class of each row (``y_encoded`` when every shot has a row).
+            The class of each row (the images' classes when every image has a row).
         """
-        return self._logits(np.asarray(X, dtype=np.float64)), y_encoded
+        v = self.n_views
+        return self._logits(np.asarray(X[::v], dtype=np.float64)), y_encoded[::v]
 
     def _n_cross_fit_folds(self, y_encoded, class_text, n_folds):
         """Folds :meth:`_cross_fitted_logits` uses; below 2 it returns training logits."""
-        n_folds = min(n_folds, len(y_encoded))
+        y_images = y_encoded[:: self.n_views]
+        n_folds = min(n_folds, len(y_images))
         if class_text is None:  # a text-free fit needs a shot of every class
-            n_folds = min(n_folds, np.bincount(y_encoded, minlength=len(self.classes_)).min())
+            n_folds = min(n_folds, np.bincount(y_images, minlength=len(self.classes_)).min())
         return n_folds
 
     def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5, fit=None,
                              scores=None):
-        """Logits of each shot by the method fitted (``_fit``) on the other folds.
+        """Logits of each image by the method fitted (``_fit``) on the other folds.
 
-        Each class's shots are dealt, in their order in ``X``, round-robin into
+        With views (``n_views > 1``) an image's views go with it, and its own embedding is
+        scored. Each class's shots are dealt, in their order in ``X``, round-robin into
         ``n_folds`` folds (no randomness, so that the temperature is a function of the
         input alone) (at most one fold per shot), so that a fold holds out about
         ``1 / n_folds`` of every class; with one shot per class a fold holds out whole
@@ -251,32 +284,36 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         if scores is None:
             def scores(model, X):
                 return model._logits(X)
-        n_classes = len(self.classes_)
+        n_classes, v = len(self.classes_), self.n_views
+        y_images = y_encoded[::v]
         n_folds = self._n_cross_fit_folds(y_encoded, class_text, n_folds)
         if n_folds < 2:
-            return scores(self, np.asarray(X, dtype=np.float64))
-        folds = np.empty(len(y_encoded), dtype=int)
+            return scores(self, np.asarray(X[::v], dtype=np.float64))
+        folds = np.empty(len(y_images), dtype=int)
         start = 0
         for c in range(n_classes):  # continue the round-robin across classes
-            members = np.flatnonzero(y_encoded == c)
+            members = np.flatnonzero(y_images == c)
             folds[members] = (start + np.arange(len(members))) % n_folds
             start += len(members)
         logits = None
         for k in range(n_folds):
             held_out = folds == k
             model = copy.copy(self)  # _fit rebinds attributes, never mutates them
-            fit(model, X[~held_out], y_encoded[~held_out])
-            fold_logits = scores(model, np.asarray(X[held_out], dtype=np.float64))
+            training = np.repeat(~held_out, v)
+            fit(model, X[training], y_encoded[training])
+            own = np.flatnonzero(held_out) * v  # the held-out images' own embeddings
+            fold_logits = scores(model, np.asarray(X[own], dtype=np.float64))
             if logits is None:
-                logits = np.empty((len(y_encoded), fold_logits.shape[1]))
+                logits = np.empty((len(y_images), fold_logits.shape[1]))
             logits[held_out] = fold_logits
         return logits
 
     def _validated_features(self, X):
-        """``X`` checked against the fit, as float64: inference always runs in float64."""
+        """``X`` checked against the fit, as float64 (inference always runs in float64);
+        with views, each row's first embedding."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.asarray(X, dtype=np.float64)
+        return np.asarray(X[:, : self.n_features_in_ // self.n_views], dtype=np.float64)
 
     def _validated_logits(self, X):
         return self._logits(self._validated_features(X))

@@ -20,24 +20,40 @@ class CLIPEmbeddings(np.ndarray):
     ----------
     text_encoder : CLIPTextEncoder or None
         The text side of the model and weights that made the embeddings.
+    views : tuple of (int, int) or None
+        ``(n_views, dim)`` when each row holds ``n_views`` embeddings of dimension
+        ``dim`` side by side (``CLIPFeaturizer(view_output="columns")``), else None.
     """
 
-    def __new__(cls, array, text_encoder=None):
+    def __new__(cls, array, text_encoder=None, views=None):
         # text_encoder is optional for loaders that rebuild the array as cls(array) (skops).
         embeddings = np.asarray(array).view(cls)
         embeddings.text_encoder = text_encoder
+        embeddings.views = views
         return embeddings
 
     def __array_finalize__(self, obj):
         self.text_encoder = getattr(obj, "text_encoder", None)
+        self.views = getattr(obj, "views", None)
 
     def __reduce__(self):
         rebuild, args, state = super().__reduce__()
-        return rebuild, args, (state, self.text_encoder)
+        return rebuild, args, (state, self.text_encoder, self.views)
 
     def __setstate__(self, state):
-        array_state, self.text_encoder = state
+        array_state, self.text_encoder, self.views = state
         super().__setstate__(array_state)
+
+
+def recorded_views(X):
+    """The embeddings per row recorded on ``X`` by a CLIPFeaturizer, or None.
+
+    None also when ``X``'s columns no longer match the record (a slice of the columns).
+    """
+    views = getattr(X, "views", None) if isinstance(X, CLIPEmbeddings) else None
+    if views is None or np.ndim(X) != 2 or np.shape(X)[1] != views[0] * views[1]:
+        return None
+    return views[0]
 
 
 def recorded_text_encoder(X):

@@ -7,7 +7,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._device import check_device
-from ._math.basic import l2_normalize, loo_prototype_cosine
+from ._math.basic import l2_normalize, loo_prototype_cosine, view_rows
 from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
 from ._math.semobridge import validation_folds
 from ._math.tip_adapter import (
@@ -100,6 +100,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         text_encoder="clip",
         logit_scale=100.0,
         n_shots=None,
+        n_views=1,
         random_state=None,
         calibration="temperature",
         n_jobs=None,
@@ -111,6 +112,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
             templates=templates,
             text_encoder=text_encoder,
             n_shots=n_shots,
+            n_views=n_views,
             random_state=random_state,
             calibration=calibration,
             n_jobs=n_jobs,
@@ -125,10 +127,12 @@ class ZeroShotClassifier(FewShotClassifierBase):
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         if self.prototype_source_ == "text":  # the shots do not shape the logits
             return super()._calibration_logits(X, y_encoded, class_text, rng)
-        # Image-mean prototypes: each shot against its class mean without itself.
+        # Image-mean prototypes: each shot against its class mean without itself (and
+        # without its views).
         keys = l2_normalize(np.asarray(X, dtype=np.float64))
-        n_classes = len(self.classes_)
-        return self.logit_scale * loo_prototype_cosine(keys, keys, y_encoded, n_classes), y_encoded
+        v = self.n_views
+        cosines = loo_prototype_cosine(keys[::v], keys, y_encoded, len(self.classes_), n_views=v)
+        return self.logit_scale * cosines, y_encoded[::v]
 
     def _logits(self, X):
         return self.logit_scale * l2_normalize(X) @ self.prototypes_.T
@@ -307,6 +311,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
         learning_rate=1e-3,
         device="auto",
         n_shots=None,
+        n_views=1,
         random_state=None,
         calibration="temperature",
         n_jobs=None,
@@ -319,6 +324,7 @@ class TipAdapterClassifier(FewShotClassifierBase):
             templates=templates,
             text_encoder=text_encoder,
             n_shots=n_shots,
+            n_views=n_views,
             random_state=random_state,
             calibration=calibration,
             n_jobs=n_jobs,
@@ -363,9 +369,11 @@ class TipAdapterClassifier(FewShotClassifierBase):
     def _search(self, candidates, rng):
         keys, labels = self.cache_keys_, self.cache_labels_
         queries, zero_shot = self._held_out_zero_shot(rng)
+        own = queries * self.n_views
         accuracies = correct_counts(
-            self.logit_scale * zero_shot, keys[queries], keys, labels, labels[queries],
-            len(self.classes_), candidates, own_entries=queries, block_entries=_KERNEL_BLOCK,
+            self.logit_scale * zero_shot, keys[own], keys, labels, labels[own],
+            len(self.classes_), candidates, own_entries=self._own_entries(queries),
+            block_entries=_KERNEL_BLOCK,
         ) / len(queries)
         best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
         self.alpha_, self.beta_ = candidates[best]["alpha"], candidates[best]["beta"]
@@ -373,8 +381,8 @@ class TipAdapterClassifier(FewShotClassifierBase):
 
     def _fine_tune(self, X, y_encoded, rng, candidates):
         """Tip-Adapter-F: train the keys if validation folds of the shots say it helps."""
-        n_classes = len(self.classes_)
-        folds = validation_folds(y_encoded, n_classes, rng, n_folds=N_VALIDATION_FOLDS)
+        n_classes, v = len(self.classes_), self.n_views
+        folds = validation_folds(y_encoded[::v], n_classes, rng, n_folds=N_VALIDATION_FOLDS)
         if (folds < 0).all():  # no class of two shots: nothing to validate a training on
             self.n_iter_ = self.best_iter_ = 0
             return
@@ -382,7 +390,8 @@ class TipAdapterClassifier(FewShotClassifierBase):
         correct = np.zeros((2, len(scored)), dtype=int)  # untrained, trained keys
         held_out = []
         for k in np.unique(folds[folds >= 0]):
-            train, test = folds != k, folds == k
+            # An image's views go with it; the held-out images' own embeddings are scored.
+            train, test = np.repeat(folds != k, v), np.flatnonzero(folds == k) * v
             prototypes = self.prototypes_
             if self.prototype_source_ == "image_means":  # the means of the fold's cache
                 prototypes = class_prototypes(X[train], y_encoded[train], n_classes, None)[0]
@@ -432,7 +441,9 @@ class TipAdapterClassifier(FewShotClassifierBase):
         queries = as_tensor(keys, device)
         zero_shot = self.logit_scale * queries @ as_tensor(prototypes, device).T
         labels_t = torch.as_tensor(labels, dtype=torch.int64, device=device)
-        own = torch.arange(len(labels), device=device)
+        # Each query (a key, or a view) leaves out its image's keys.
+        own = torch.as_tensor(self._own_entries(np.arange(len(labels)) // self.n_views),
+                              device=device)
         delta = torch.zeros_like(queries, requires_grad=True)  # the keys' change
 
         def loss_fn():
@@ -449,14 +460,19 @@ class TipAdapterClassifier(FewShotClassifierBase):
         # The float64 cache plus the float32 change: the start is the cache exactly.
         return keys + as_numpy(delta), losses
 
+    def _own_entries(self, images):
+        """``(len(images), n_views)`` cache rows of each image: its views."""
+        return view_rows(images, self.n_views).reshape(len(images), self.n_views)
+
     def _held_out_zero_shot(self, rng):
         """Shots to score by leave-one-out (at most ``MAX_HELD_OUT``) and their zero-shot
         cosines, the shot itself left out of image-mean prototypes."""
-        keys, labels = self.cache_keys_, self.cache_labels_
-        queries = held_out_subset(len(keys), rng, MAX_HELD_OUT)
+        keys, labels, v = self.cache_keys_, self.cache_labels_, self.n_views
+        queries = held_out_subset(len(keys) // v, rng, MAX_HELD_OUT)  # images
         if self.prototype_source_ == "text":
-            return queries, keys[queries] @ self.prototypes_.T
-        return queries, loo_prototype_cosine(keys[queries], keys, labels, len(self.classes_), queries)
+            return queries, keys[queries * v] @ self.prototypes_.T
+        return queries, loo_prototype_cosine(keys[queries * v], keys, labels, len(self.classes_),
+                                             queries, n_views=v)
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         if "_held_out_logits" in self.__dict__:  # trained keys: the folds' held-out logits
@@ -464,15 +480,16 @@ class TipAdapterClassifier(FewShotClassifierBase):
         # Leave-one-out logits at the chosen alpha and beta: a shot's own cache entry
         # would make its logits optimistic.
         queries, zero_shot = self._held_out_zero_shot(rng)
+        own = queries * self.n_views
         logits = tip_adapter_logits(
             self.logit_scale * zero_shot,
-            self.cache_keys_[queries] @ self.cache_keys_.T,
+            self.cache_keys_[own] @ self.cache_keys_.T,
             cache_indicator(self.cache_labels_, len(self.classes_)),
             self.alpha_,
             self.beta_,
-            own_entries=queries,
+            own_entries=self._own_entries(queries),
         )
-        return logits, self.cache_labels_[queries]
+        return logits, self.cache_labels_[own]
 
     def _logits(self, X):
         return _cache_logits(

@@ -254,6 +254,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         train_text=True,
         device="auto",
         n_shots=None,
+        n_views=1,
         random_state=None,
         calibration="temperature",
         n_jobs=None,
@@ -266,6 +267,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             templates=templates,
             text_encoder=text_encoder,
             n_shots=n_shots,
+            n_views=n_views,
             random_state=random_state,
             calibration=calibration,
             n_jobs=n_jobs,
@@ -300,6 +302,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             scores=lambda model, X: np.hstack(model._logit_terms(X)),
         )
         mapped, image = np.hsplit(terms, 2)
+        y_images = y_encoded[:: self.n_views]  # the cross-fit scores the images
 
         def logits_of(image_weight):
             return mapped + (self.logit_scale * image_weight) * image
@@ -308,13 +311,13 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         # of their class (else the cross-fit's logits are the training ones, or a shot's
         # class has no image mean without it).
         can_validate = (self._n_cross_fit_folds(y_encoded, class_text, CROSS_FIT_FOLDS) >= 2
-                        and np.bincount(y_encoded).max() >= 2)
+                        and np.bincount(y_images).max() >= 2)
         if self.image_weight == "auto" and not can_validate:
             self.image_weight_ = 0.0
         elif self.image_weight == "auto":
             # min keeps the first of equal losses: the smaller weight.
             self.image_weight_ = min(
-                AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_encoded)
+                AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_images)
             )
         else:
             self.image_weight_ = float(self.image_weight)
@@ -410,7 +413,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + as_numpy(delta_text))
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
-        return self.__dict__.pop("_held_out_logits"), y_encoded
+        return self.__dict__.pop("_held_out_logits"), y_encoded[:: self.n_views]
 
     def _logit_terms(self, X):
         """The mapped images' logits (fused with zero-shot) and the image-prototype cosines."""

@@ -90,9 +90,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         by default).
 
     train_views : int, default=0
-        Augmented views of each image averaged into its embedding by
-        :meth:`fit_transform` (the training images of a pipeline); :meth:`transform`
-        never augments. 0 embeds the images as they are. See *Augmented views* below.
+        Augmented views of each image that :meth:`fit_transform` (the training images of
+        a pipeline) embeds with it; :meth:`transform` never augments. 0 embeds the images
+        as they are. See *Augmented views* below.
 
     augmentation : {"crop_flip", "flip"} or callable, default="crop_flip"
         How a view is drawn: ``"crop_flip"`` crops a random box of 50-100 % of the
@@ -101,6 +101,12 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         few-shot training); ``"flip"`` is the mirror image (one view, so
         ``train_views=1``); a callable ``augmentation(image, rng)`` takes an RGB PIL
         image and a :class:`numpy.random.Generator` and returns a PIL image.
+
+    view_output : {"mean", "columns"}, default="mean"
+        With ``train_views=k``: ``"mean"`` averages each image's ``k + 1`` embeddings
+        into one row of ``embed_dim_`` features, for any classifier; ``"columns"`` puts
+        them side by side, ``(k + 1) * embed_dim_`` features, for the package's
+        classifiers with ``n_views=k + 1`` (every view a shot).
 
     random_state : int, RandomState instance or None, default=None
         Seeds the views' draws; the same value gives the same views whatever the
@@ -149,12 +155,16 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     *Augmented views.* With ``train_views=k``, :meth:`fit_transform` embeds each image
     and ``k`` augmented views of it (drawn after the EXIF and bit-depth handling, before
     the model's resize and crop), L2-normalises the ``k + 1`` embeddings when
-    ``normalize=True``, and returns their mean, normalised again: one row per image, as
-    scikit-learn's contract asks, so that the class means the classifiers form average
-    over every view. Tip-Adapter averages its cache keys over augmented views the same
-    way. So, as for :class:`~sklearn.preprocessing.TargetEncoder`, ``fit_transform(X)``
-    differs from ``fit(X).transform(X)``: call :meth:`fit_transform` on training images
-    (a :class:`~sklearn.pipeline.Pipeline` does), :meth:`transform` on the images to
+    ``normalize=True``, and returns one row per image, as scikit-learn's contract asks:
+    with ``view_output="mean"`` their mean, normalised again (Tip-Adapter averages its
+    cache keys over views so), with ``"columns"`` the image's own embedding followed by
+    its views', which the package's classifiers with ``n_views=k + 1`` take as ``k + 1``
+    shots (SeMoBridge-T's authors append views as extra shots so); :meth:`transform` then
+    repeats each image's own embedding ``k + 1`` times, so that the classifier sees the
+    same columns, and predicts from the first. So, as for
+    :class:`~sklearn.preprocessing.TargetEncoder`, ``fit_transform(X)`` differs from
+    ``fit(X).transform(X)``: call :meth:`fit_transform` on training images (a
+    :class:`~sklearn.pipeline.Pipeline` does), :meth:`transform` on the images to
     classify. A fit costs ``k + 1`` embeddings per image. The user guide (*Augmented
     views*) has what they did on the bundled models.
 
@@ -185,6 +195,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         "cache_dir": [str, os.PathLike, None],
         "train_views": [Interval(Integral, 0, None, closed="left")],
         "augmentation": [StrOptions(set(AUGMENTATIONS)), callable],
+        "view_output": [StrOptions({"mean", "columns"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -203,6 +214,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         cache_dir=None,
         train_views=0,
         augmentation="crop_flip",
+        view_output="mean",
         random_state=None,
         verbose=False,
     ):
@@ -217,6 +229,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.cache_dir = cache_dir
         self.train_views = train_views
         self.augmentation = augmentation
+        self.view_output = view_output
         self.random_state = random_state
         self.verbose = verbose
 
@@ -271,8 +284,10 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Returns
         -------
-        X_new : CLIPEmbeddings of shape (n_images, `embed_dim_`), dtype float32
-            One row per image, L2-normalised when ``normalize=True``.
+        X_new : CLIPEmbeddings of shape (n_images, n_features_out), dtype float32
+            One row per image: ``embed_dim_`` features, or ``(train_views + 1) *
+            embed_dim_`` with ``view_output="columns"``; each embedding L2-normalised
+            when ``normalize=True``.
         """
         return self.fit(X, y)._embed(X, self.train_views)
 
@@ -289,9 +304,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
         Returns
         -------
-        X_new : CLIPEmbeddings of shape (n_images, `embed_dim_`), dtype float32
+        X_new : CLIPEmbeddings of shape (n_images, n_features_out), dtype float32
             The image embeddings, L2-normalised when ``normalize=True``: a numpy array
-            that records this featurizer's model (``X_new.text_encoder``).
+            that records this featurizer's model (``X_new.text_encoder``). With
+            ``train_views=k`` and ``view_output="columns"``, each embedding ``k + 1``
+            times side by side.
 
         Raises
         ------
@@ -351,14 +368,23 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             features = torch.cat(features)
             if self.normalize:
                 features = F.normalize(features, dim=-1)
-            if n_views:
+            views = None
+            if self.view_output == "columns" and self.train_views:
+                views = (1 + self.train_views, features.shape[1])
+                # transform's images stand for all their views: the classifier predicts
+                # from the first of the columns fit_transform's views fill.
+                features = (features.reshape(len(images), -1) if n_views
+                            else features.repeat(1, views[0]))
+            elif n_views:
                 features = features.view(len(images), 1 + n_views, -1).mean(dim=1)
                 if self.normalize:
                     features = F.normalize(features, dim=-1)
-        return CLIPEmbeddings(features.cpu().numpy(), self.text_encoder())
+        return CLIPEmbeddings(features.cpu().numpy(), self.text_encoder(), views)
 
     @property
     def _n_features_out(self):
+        if self.view_output == "columns":
+            return self.embed_dim_ * (1 + self.train_views)
         return self.embed_dim_
 
     def text_encoder(self):

@@ -397,6 +397,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         consistency_loss_weight=0.1,
         bias_norm_loss_weight=0.1,
         n_shots=None,
+        n_views=1,
         device="auto",
         random_state=None,
         calibration="temperature",
@@ -410,6 +411,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             templates=templates,
             text_encoder=text_encoder,
             n_shots=n_shots,
+            n_views=n_views,
             random_state=random_state,
             calibration=calibration,
             n_jobs=n_jobs,
@@ -485,15 +487,19 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             X, tokens, W, y_encoded, n_classes
         )
         if validated is None and (candidates is not None or self.calibration is not None):
-            # Leave-one-out on (at most MAX_HELD_OUT of) the shots, as the bridge saw them.
-            queries = held_out_subset(len(y_encoded), rng, MAX_HELD_OUT)
-            f_hat = (tokens[queries] @ W if bias is None  # the queries, bridged without bias
-                     else bridge(X[queries], W_pinv, W))
+            # Leave-one-out on (at most MAX_HELD_OUT of) the shots, as the bridge saw them;
+            # with views, an image is left out with its views and its own row is scored.
+            v = self.n_views
+            queries = held_out_subset(len(y_encoded) // v, rng, MAX_HELD_OUT)
+            own = queries * v
+            f_hat = (tokens[own] @ W if bias is None  # the queries, bridged without bias
+                     else bridge(X[own], W_pinv, W))
             z = loo_score_matrices(
                 X, f_hat, tokens, y_encoded, n_classes,
                 T if self.prototype_source_ == "text" else None, queries, shots_projection=W,
+                n_views=v,
             )
-            validated = [(z, self.image_prototypes_, T, y_encoded[queries])]
+            validated = [(z, self.image_prototypes_, T, y_encoded[own])]
 
         self.search_score_ = None
         if candidates is not None:
@@ -573,7 +579,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
                 X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, device
             )
 
-        folds = validation_folds(y_encoded, n_classes, rng) if self.early_stopping else None
+        folds = None  # of the images: an image's views go with it
+        if self.early_stopping:
+            folds = validation_folds(y_encoded[:: self.n_views], n_classes, rng)
         validated = accuracies = None
         if folds is None:
             self.best_iter_ = self.n_iter_ = self.max_iter
@@ -611,8 +619,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         closed form), the validation accuracy of every checkpoint, the best checkpoint's
         step (the first among equals) and the steps run.
         """
-        held_out = [np.flatnonzero(folds == k) for k in (0, 1)]
-        runs = [run(np.flatnonzero(folds != k)) for k in (0, 1)]
+        v = self.n_views
+        held_out = [np.flatnonzero(folds == k) * v for k in (0, 1)]  # own rows
+        runs = [run(np.flatnonzero(np.repeat(folds != k, v))) for k in (0, 1)]
         blend = {name: getattr(self, name) for name in SEARCH_SPACE}
         scores, steps, best, first = [], [], None, None
 
@@ -667,8 +676,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
 
     @property
     def _n_features_out(self):
-        """Bridged features have the input's dimension (``get_feature_names_out``)."""
-        return self.n_features_in_
+        """Bridged features have the dimension of an image's embedding
+        (``get_feature_names_out``)."""
+        return self.n_features_in_ // self.n_views
 
     def transform(self, X):
         """Bridge image embeddings into the text modality: ``normalize(f_hat(X))``.

@@ -301,12 +301,14 @@ def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
     monkeypatch.setattr(baselines, "correct_counts", recording)
     monkeypatch.setattr(baselines, "MAX_HELD_OUT", 10)
     clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
-    (queries,) = seen
+    (own,) = seen  # each query image's rows: one each, without views
+    queries = own.ravel()
+    assert own.shape == (10, 1)
     assert len(queries) == 10 == len(np.unique(queries)) and queries.max() < len(y)
     assert (10 * clf.search_score_) == pytest.approx(round(10 * clf.search_score_))
     monkeypatch.setattr(baselines, "MAX_HELD_OUT", 1000)
     TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
-    np.testing.assert_array_equal(seen[1], np.arange(len(y)))  # all shots when few
+    np.testing.assert_array_equal(seen[1].ravel(), np.arange(len(y)))  # all shots when few
 
 
 def test_predict_runs_in_bounded_blocks(monkeypatch):
