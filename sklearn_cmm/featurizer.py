@@ -268,11 +268,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def fit_transform(self, X, y=None):
-        """Load the model and embed each image of ``X``, averaged with its augmented views.
+        """Load the model and embed each image of ``X`` with its augmented views.
 
-        With ``train_views=0`` this is ``fit(X).transform(X)``. Otherwise each row is the
-        mean of the image's embedding and of ``train_views`` augmented views of it (see
-        Notes), so that a :class:`~sklearn.pipeline.Pipeline` fits its classifier on
+        With ``train_views=0`` this is ``fit(X).transform(X)``. Otherwise each row holds
+        the image's embedding and those of ``train_views`` augmented views of it,
+        averaged or side by side (``view_output``, see Notes), so that a :class:`~sklearn.pipeline.Pipeline` fits its classifier on
         augmented training images and predicts from plain ones.
 
         Parameters
@@ -320,7 +320,8 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self._embed(X, 0)
 
     def _embed(self, X, n_views):
-        """Embeddings of ``X``, each averaged with ``n_views`` augmented views of its image."""
+        """Embeddings of ``X`` with ``n_views`` augmented views of each image (see
+        ``view_output``; 0: none, side by side repeated as ``transform`` does)."""
         import torch
         import torch.nn.functional as F
 
