@@ -41,7 +41,9 @@ class CLIPEmbeddings(np.ndarray):
         return rebuild, args, (state, self.text_encoder, self.views)
 
     def __setstate__(self, state):
-        array_state, self.text_encoder, self.views = state
+        # Pickles of versions before the views record hold (array state, text encoder).
+        array_state, self.text_encoder, *views = state
+        self.views = views[0] if views else None
         super().__setstate__(array_state)
 
 

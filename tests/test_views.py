@@ -20,6 +20,7 @@ from sklearn_cmm import (
     make_clip_pipeline,
 )
 from sklearn_cmm._augment import augmented_view, view_generators
+from sklearn_cmm._embeddings import CLIPEmbeddings, recorded_views
 from sklearn_cmm._math.basic import l2_normalize
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
@@ -224,3 +225,19 @@ def test_a_pipeline_trains_on_the_columns_and_checks_n_views(tiny_clip, images):
     assert pipe.fit(images, labels).predict(images).shape == (6,)
     with pytest.raises(ValueError, match="X holds 3 embeddings per image .* set n_views=3"):
         pipe.set_params(semobridgeclassifier__n_views=1).fit(images, labels)
+
+
+def test_the_views_record_survives_rows_and_pickles_not_column_slices():
+    import pickle
+
+    X = CLIPEmbeddings(np.ones((4, 3 * DIM), dtype=np.float32), None, (3, DIM))
+    assert recorded_views(X) == recorded_views(X[1:3]) == 3
+    assert recorded_views(pickle.loads(pickle.dumps(X))) == 3
+    assert recorded_views(X[:, :DIM]) is None  # the first block alone holds one view
+    assert recorded_views(np.asarray(X)) is None
+    # A pickle of a version without the record: (array state, text encoder).
+    old = CLIPEmbeddings(np.ones((2, DIM)))
+    rebuild, args, (state, *_) = old.__reduce__()
+    restored = rebuild(*args)
+    restored.__setstate__((state, None))
+    assert restored.views is None and restored.shape == (2, DIM)
