@@ -216,9 +216,10 @@ class TipAdapterClassifier(FewShotClassifierBase):
         Unit class prototypes of the zero-shot part.
     prototype_source_ : {"text", "image_means"}
         Where the prototypes come from.
-    cache_keys_ : ndarray of shape (n_shots_total, n_features)
-        The normalised training images, or the keys trained from them (``best_iter_ > 0``).
-    cache_labels_ : ndarray of shape (n_shots_total,)
+    cache_keys_ : ndarray of shape (n_shots_total * n_views, n_features / n_views)
+        The normalised training images (and their views: row ``i * n_views + k`` is
+        view ``k`` of image ``i``), or the keys trained from them (``best_iter_ > 0``).
+    cache_labels_ : ndarray of shape (n_shots_total * n_views,)
         Their class indices (into ``classes_``).
     alpha_, beta_ : float
         The weights used: the parameters, or the search's choice.
