@@ -11,9 +11,7 @@ Usage::
     python benchmarks/check_defaults.py --testbeds fashion-tiny,fashion-tiny-b --shots 1,4,16
 """
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import log_loss
@@ -25,7 +23,7 @@ from sklearn_cmm import (
     TipAdapterClassifier,
     ZeroShotClassifier,
 )
-from sklearn_cmm.protocol.report import mean_std, run_environment, write_json
+from sklearn_cmm.protocol.report import mean_std
 
 #: method -> (estimator, the testbed text kwargs it takes, parameters beyond the defaults)
 METHODS = {
@@ -78,28 +76,18 @@ def table(rows, methods, shots_list):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--testbeds", default="fashion-tiny,fashion-tiny-b")
+    parser = testbeds.study_parser(__doc__, "check_defaults.json")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--shots", default="1,4,16")
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "check_defaults.json")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     methods = args.methods.split(",")
-    shots_list = [int(s) for s in args.shots.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
     rows = []
     for name in args.testbeds.split(","):
         rows += run(testbeds.load_testbed(name), methods, shots_list, seeds)
-    text = table(rows, methods, shots_list)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, {**run_environment(), "shots": shots_list, "seeds": seeds,
-                          "rows": rows, "table": text})
+    testbeds.report_study(args, rows, table(rows, methods, shots_list))
     return 0
 
 

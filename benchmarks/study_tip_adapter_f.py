@@ -19,7 +19,6 @@ Usage::
 Results: ``benchmarks/results/study_tip_adapter_f.json`` (one row per fit and the table).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sklearn_cmm import TipAdapterClassifier, baselines  # noqa: E402
-from sklearn_cmm.protocol.report import mean_std, run_environment, write_json  # noqa: E402
+from sklearn_cmm.protocol.report import mean_std  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbeds  # noqa: E402
@@ -90,26 +89,17 @@ def table(rows, variants, shots_list):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--testbeds", default="fashion-tiny,synthetic-100")
+    parser = testbeds.study_parser(__doc__, "study_tip_adapter_f.json",
+                                   testbeds="fashion-tiny,synthetic-100", shots="4,16")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--shots", default="4,16")
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results"
-                        / "study_tip_adapter_f.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     variants = args.variants.split(",")
-    shots_list = [int(s) for s in args.shots.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
     rows = []
     for name in args.testbeds.split(","):
         rows += run(testbeds.load_testbed(name), variants, shots_list, seeds)
-    text = table(rows, variants, shots_list)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, {**run_environment(), "shots": shots_list, "seeds": seeds,
-                          "rows": rows, "table": text})
+    testbeds.report_study(args, rows, table(rows, variants, shots_list))
     return 0
 
 

@@ -22,31 +22,20 @@ Usage::
     python benchmarks/study_views.py --testbeds fashion-tiny,fashion-tiny-b
 """
 
-import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 import testbeds
 from check_defaults import METHODS
-from sklearn_cmm._augment import augmented_view, view_generators
 from sklearn_cmm.bundled import load_fashion_mnist_sample
-from sklearn_cmm.protocol.report import mean_std, run_environment, write_json
+from sklearn_cmm.protocol.report import mean_std
 
 #: variant -> (augmentation, views per image)
 VIEWS = {"flip": ("flip", 1), "crop": ("crop_flip", 10)}
 VARIANTS = ("none", "flip-mean", "crop-mean", "flip-shots", "crop-shots")
-
-
-def _view_embeddings(featurizer, images, augmentation, n_views, seed):
-    """``(n_images, n_views, dim)`` unit embeddings of the views ``train_views`` draws."""
-    views = [augmented_view(image, augmentation, rng)
-             for image, generators in zip(images, view_generators(seed, len(images), n_views))
-             for rng in generators]
-    return np.asarray(featurizer.transform(views)).reshape(len(images), n_views, -1)
 
 
 def training_sets(bed, featurizer, images, train, seed):
@@ -55,11 +44,11 @@ def training_sets(bed, featurizer, images, train, seed):
     sets = {"none": (X, y, 1)}
     pil = [Image.fromarray(images[i]) for i in train]
     for name, (augmentation, n_views) in VIEWS.items():
-        sets[f"{name}-mean"] = (np.asarray(featurizer.set_params(
-            train_views=n_views, augmentation=augmentation, random_state=seed,
-        ).fit_transform(pil)), y, 1)
-        views = _view_embeddings(featurizer, pil, augmentation, n_views, seed)
-        sets[f"{name}-shots"] = (np.hstack([X, views.reshape(len(X), -1)]), y, 1 + n_views)
+        featurizer.set_params(train_views=n_views, augmentation=augmentation, random_state=seed)
+        for layout, variant, views_per_row in (("mean", "mean", 1),
+                                               ("columns", "shots", 1 + n_views)):
+            X_views = featurizer.set_params(view_output=layout).fit_transform(pil)
+            sets[f"{name}-{variant}"] = (np.asarray(X_views), y, views_per_row)
     return sets
 
 
@@ -113,27 +102,18 @@ def table(rows, methods, shots_list):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--testbeds", default="fashion-tiny,fashion-tiny-b")
+    parser = testbeds.study_parser(__doc__, "study_views.json")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "zero-shot"))
-    parser.add_argument("--shots", default="1,4,16")
-    parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "study_views.json")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     methods = args.methods.split(",")
-    shots_list = [int(s) for s in args.shots.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
     rows = []
     for name in args.testbeds.split(","):
         rows += run(name, methods, shots_list, seeds)
-    text = table(rows, methods, shots_list)
-    print(text)
-    write_json(args.out, {**run_environment(), "shots": shots_list, "seeds": seeds,
-                          "views": VIEWS, "rows": rows, "table": text})
+    testbeds.report_study(args, rows, table(rows, methods, shots_list), views=VIEWS)
     return 0
 
 

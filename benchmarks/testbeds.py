@@ -293,6 +293,38 @@ def load_testbed(name, cache_dir=CACHE_DIR):
         )
 
 
+# ----------------------------------------------------------------------------- studies
+
+
+def study_parser(doc, out_name, *, testbeds="fashion-tiny,fashion-tiny-b", shots="1,4,16"):
+    """A study script's argument parser: ``--testbeds``, ``--shots``, ``--seeds``, ``--out``.
+
+    ``doc``'s first paragraph is the description; the JSON goes to
+    ``benchmarks/results/out_name`` unless ``--out`` says otherwise.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--testbeds", default=testbeds)
+    parser.add_argument("--shots", default=shots)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / out_name)
+    return parser
+
+
+def int_list(text):
+    """``"1,4,16"`` as ``[1, 4, 16]``."""
+    return [int(item) for item in text.split(",")]
+
+
+def report_study(args, rows, text, **extra):
+    """Print a study's table and write its rows, table and run environment as JSON."""
+    from sklearn_cmm.protocol.report import run_environment, write_json
+
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, {**run_environment(), "shots": int_list(args.shots),
+                          "seeds": int_list(args.seeds), **extra, "rows": rows, "table": text})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["train-b", "show"])
