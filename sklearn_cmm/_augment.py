@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 from PIL import Image
+from sklearn.utils import check_random_state
 
 #: Fraction of the image's area a random crop keeps, and the range of its aspect ratio
 #: (width / height): the crops of Tip-Adapter's and CoOp's few-shot training.
@@ -77,8 +78,6 @@ def view_generators(random_state, n_images, n_views):
     ``random_state`` is an int, a RandomState or None (as scikit-learn's); the same
     value gives the same generators, so a view depends only on it and the view's place.
     """
-    from sklearn.utils import check_random_state
-
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     children = np.random.SeedSequence(seed).spawn(n_images * n_views)
     return [[np.random.default_rng(children[i * n_views + k]) for k in range(n_views)]
