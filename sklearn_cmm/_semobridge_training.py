@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ._math.semobridge import warmup_learning_rate
 from ._math.semobridge_loss import SeMoBridgeTLoss
-from ._torch import TRAIN_DTYPE, as_numpy, as_tensor, check_converging
+from ._torch import TRAIN_DTYPE, FullBatchAdamW, as_numpy, as_tensor, check_converging
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
 WARMUP_START_LR = 1e-5
@@ -22,7 +22,7 @@ class BridgeTraining:
         self.X, self.y, self.T = X, y_encoded, T
         n_classes = len(params.classes_)
         # Nothing in the training is random: full batch, deterministic initialisation.
-        # The gradient is the loss's own (no autograd), set on the tensors each step.
+        # The gradient is the loss's own (no autograd).
         self.pinv = as_tensor(W_pinv, device)
         self.bias = None
         self.tensors = [self.pinv]
@@ -44,13 +44,11 @@ class BridgeTraining:
         # Losses stay on the device until the end: one synchronisation, not one a step.
         self.losses = []
 
-    def set_gradient(self):
-        """Give the tensors the gradient of the loss at their values; keep the loss."""
+    def gradients(self):
+        """The loss's gradient at the tensors' values, one per tensor; keeps the loss."""
         total, _, d_pinv, d_bias = self.objective.value_and_grad(self.pinv, self.bias)
-        self.pinv.grad = d_pinv
-        if self.bias is not None:
-            self.bias.grad = d_bias
         self.losses.append(total)
+        return [d_pinv] if self.bias is None else [d_pinv, d_bias]
 
     def parameters(self):
         """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
@@ -60,14 +58,10 @@ class BridgeTraining:
 def lockstep(optimizer, runs, lr):
     """One full-batch AdamW step of every run, at learning rate ``lr``.
 
-    Each run's tensors get their own gradient (:meth:`BridgeTraining.set_gradient`), and
+    Each run's tensors get their own gradient (:meth:`BridgeTraining.gradients`), and
     AdamW, elementwise, updates each as if it were alone, in one fused step for all.
     """
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    for training in runs:
-        training.set_gradient()
-    optimizer.step()
+    optimizer.step([grad for training in runs for grad in training.gradients()], lr)
 
 
 def run_steps(
@@ -80,11 +74,8 @@ def run_steps(
     after the last step (the parameters then have had ``step`` updates); it stops the
     training by returning True. Returns the number of steps run.
     """
-    # fused: one kernel for the update of every tensor (CPU and CUDA)
-    optimizer = torch.optim.AdamW(
-        [tensor for training in runs for tensor in training.tensors],
-        lr=learning_rate, weight_decay=weight_decay, fused=True,
-    )
+    optimizer = FullBatchAdamW([tensor for training in runs for tensor in training.tensors],
+                               weight_decay=weight_decay)
     for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
                      leave=False):
         at_checkpoint = step % validation_interval == 0 or step == n_steps

@@ -6,19 +6,20 @@ import torch
 
 from sklearn_cmm import _torch
 from sklearn_cmm._device import check_device
-from sklearn_cmm._torch import minimize_full_batch, minimize_lbfgs, resolve_device
+from sklearn_cmm._torch import (FullBatchAdamW, minimize_full_batch, minimize_lbfgs,
+                                resolve_device)
 
 
 def _recorded_learning_rates(monkeypatch, **kwargs):
     """Run the loop on a toy loss and record the learning rate of every AdamW step."""
     rates = []
-    step = torch.optim.AdamW.step
+    step = _torch.FullBatchAdamW.step
 
-    def recording_step(self, *args, **kw):
-        rates.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kw)
+    def recording_step(self, grads, lr):
+        rates.append(lr)
+        return step(self, grads, lr)
 
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    monkeypatch.setattr(_torch.FullBatchAdamW, "step", recording_step)
     w = torch.zeros(3, requires_grad=True)
     losses = minimize_full_batch([w], lambda: ((w - 1.0) ** 2).sum(), **kwargs)
     return np.array(rates), losses, w
@@ -61,6 +62,33 @@ def test_losses_are_the_loss_before_each_step(monkeypatch):
     assert losses.shape == (5,) and losses[0] == pytest.approx(3.0)  # at w = 0
     assert np.all(np.diff(losses) < 0)
     assert float(((w.detach() - 1) ** 2).sum()) < losses[-1]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_full_batch_adamw_follows_torchs_adamw(weight_decay):
+    """Two tensors, a changing learning rate and gradient: bitwise torch's fused AdamW,
+    and its plain (unfused) step to float32 rounding."""
+    rng = np.random.default_rng(0)
+    start = [torch.tensor(rng.standard_normal(shape), dtype=torch.float32)
+             for shape in [(4, 3), (5,)]]
+    ours = [t.clone() for t in start]
+    fused, plain = ([t.clone().requires_grad_() for t in start] for _ in range(2))
+    references = [torch.optim.AdamW(params, lr=1.0, weight_decay=weight_decay, **kind)
+                  for params, kind in [(fused, {"fused": True}), (plain, {"foreach": False})]]
+    optimizer = FullBatchAdamW(ours, weight_decay=weight_decay)
+    for step, lr in enumerate([1e-3, 0.1, 0.05, 0.3, 0.3]):
+        grads = [torch.tensor(rng.standard_normal(t.shape), dtype=torch.float32) * (step + 1)
+                 for t in start]
+        optimizer.step(grads, lr)
+        for reference, params in zip(references, [fused, plain]):
+            reference.param_groups[0]["lr"] = lr
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            reference.step()
+    for a, b, c in zip(ours, fused, plain):
+        assert torch.equal(a, b.detach())
+        torch.testing.assert_close(a, c.detach(), rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ours[0], start[0])
 
 
 def test_zero_steps_leave_the_parameters():
