@@ -66,15 +66,24 @@ class SeMoBridgeTLoss:
         counts = self.onehot.sum(dim=0)
         self.class_mean = self.onehot.T / counts[:, None]  # (n_classes, n_samples)
         self.eye = torch.eye(n_classes, dtype=f.dtype, device=f.device)
-        # the four cross-entropies' sums of log-probabilities over -(rows)
-        self.minus_counts = -torch.tensor([len(f), len(f), n_classes, n_classes],
+        self.onehot_flat = self.onehot.reshape(-1)
+        self.no_bias_norm = torch.zeros((), dtype=f.dtype, device=f.device)
+        # The terms in TERM_NAMES order are the cross-entropies' sums of target
+        # log-probabilities over -(rows) and the bias term; the total weighs them. As two
+        # vector operations rather than a dozen scalar ones, which cost more than the
+        # products at few-shot sizes.
+        self.term_divisors = torch.tensor([-len(f), -n_classes, -n_classes, -len(f), 1.0],
                                           dtype=f.dtype, device=f.device)
-        self.f_unit = _unit_rows(f)[0]
-        self.T_unit = _unit_rows(T)[0]
-        self.pre_unit = _unit_rows(text_pre)[0]
+        self.term_weights = torch.tensor(
+            [image_weight, text_weight / 2, text_weight / 2, consistency_weight,
+             bias_norm_weight], dtype=f.dtype, device=f.device)
         self.weights = (float(image_weight), float(text_weight), float(consistency_weight),
                         float(bias_norm_weight))
         self.scale = float(image_logit_scale)
+        # the img term's logits are scale * cos(f_i, F_hat_c): the scale folded in once
+        self.f_unit_scaled = _unit_rows(f)[0].mul_(self.scale)
+        self.T_unit = _unit_rows(T)[0]
+        self.pre_unit = _unit_rows(text_pre)[0]
 
     def value_and_grad(self, W_pinv, bias):
         """The loss at ``(W_pinv, bias)`` and its gradient (no autograd).
@@ -105,29 +114,27 @@ class SeMoBridgeTLoss:
         F_hat, F_norm = _unit_rows(self.class_mean @ f_hat)
         E, E_norm = _unit_rows(self.class_mean @ e)
         f_hat_unit, f_hat_norm = _unit_rows(f_hat)
-        log_img, r_img = _log_softmax_and_residual(
-            self.scale * (self.f_unit @ F_hat.T), self.onehot)
+        log_img, r_img = _log_softmax_and_residual(self.f_unit_scaled @ F_hat.T, self.onehot)
         log_txtp, r_txtp = _log_softmax_and_residual(F_hat @ self.T_unit.T, self.eye)
         log_txte, r_txte = _log_softmax_and_residual(E @ self.pre_unit.T, self.eye)
         log_cons, r_cons = _log_softmax_and_residual(f_hat_unit @ F_hat.T, self.onehot)
-        # each cross-entropy: minus the mean log-probability of the targets
-        targets = torch.stack([(log_img * self.onehot).sum(), (log_cons * self.onehot).sum(),
-                               log_txtp.diagonal().sum(), log_txte.diagonal().sum()])
-        img, consistency, txtp, txte = targets.div_(self.minus_counts)
         if bias is None:
-            bias_norm = img.new_zeros(())
+            bias_norm = self.no_bias_norm
         else:
             bias_norms = torch.linalg.vector_norm(bias, dim=1)
             deviation = bias_norms - bias_norms.mean()
-            bias_norm = deviation.square().mean()
-        terms = torch.stack([img, txtp, txte, consistency, bias_norm])
-        total = (w_img * img + (w_text / 2) * (txtp + txte) + w_cons * consistency
-                 + w_bias * bias_norm)
+            bias_norm = torch.dot(deviation, deviation).div_(n_classes)
+        # each cross-entropy: minus the mean log-probability of the targets
+        terms = torch.stack([
+            torch.dot(log_img.reshape(-1), self.onehot_flat), log_txtp.trace(),
+            log_txte.trace(), torch.dot(log_cons.reshape(-1), self.onehot_flat), bias_norm,
+        ]).div_(self.term_divisors)
+        total = torch.dot(terms, self.term_weights)
 
         # d total / d F_hat from the three terms that use the bridged prototypes
         d_F_hat = torch.addmm(
-            torch.mm(r_cons.T, f_hat_unit).mul_(w_cons / n), r_img.T, self.f_unit,
-            alpha=w_img * self.scale / n,
+            torch.mm(r_cons.T, f_hat_unit).mul_(w_cons / n), r_img.T, self.f_unit_scaled,
+            alpha=w_img / n,
         ).addmm_(r_txtp, self.T_unit, alpha=w_text / 2 / n_classes)
         d_E = torch.mm(r_txte, self.pre_unit).mul_(w_text / 2 / n_classes)
         # back through the normalisations and the class means (matrix products)
