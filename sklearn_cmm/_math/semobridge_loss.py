@@ -15,11 +15,16 @@ from .unit_rows import unit_rows as _unit_rows, unit_rows_grad as _unit_rows_gra
 TERM_NAMES = ("img", "txtp", "txte", "consistency", "bias_norm")
 
 
-def _log_softmax_and_residual(logits, onehot):
-    """Row log-softmax of ``logits`` and ``softmax - onehot`` (the logits' CE gradient
-    times the number of rows)."""
-    log_p = torch.log_softmax(logits, dim=1)
-    return log_p, log_p.exp().sub_(onehot)
+def _log_softmax_and_residual(scores, targets):
+    """Log-softmax over the classes of ``scores`` (classes x rows: the softmax of each
+    column) and ``softmax - targets`` (the scores' CE gradient times the number of rows).
+
+    Class-major because torch's CPU kernel along the first dimension of a (10, 160) matrix
+    takes a tenth of the time it takes along the short last dimension of its transpose
+    (1.8 against 23 microseconds, measured), and the products give either layout as cheaply.
+    """
+    log_p = torch.log_softmax(scores, dim=0)
+    return log_p, log_p.exp().sub_(targets)
 
 
 class SeMoBridgeTLoss:
@@ -66,7 +71,8 @@ class SeMoBridgeTLoss:
         counts = self.onehot.sum(dim=0)
         self.class_mean = self.onehot.T / counts[:, None]  # (n_classes, n_samples)
         self.eye = torch.eye(n_classes, dtype=f.dtype, device=f.device)
-        self.onehot_flat = self.onehot.reshape(-1)
+        self.onehot_T = self.onehot.T.contiguous()  # the targets of the class-major scores
+        self.onehot_flat = self.onehot_T.reshape(-1)
         self.no_bias_norm = torch.zeros((), dtype=f.dtype, device=f.device)
         # The terms in TERM_NAMES order are the cross-entropies' sums of target
         # log-probabilities over -(rows) and the bias term; the total weighs them. As two
@@ -114,10 +120,12 @@ class SeMoBridgeTLoss:
         F_hat, F_norm = _unit_rows(self.class_mean @ f_hat)
         E, E_norm = _unit_rows(self.class_mean @ e)
         f_hat_unit, f_hat_norm = _unit_rows(f_hat)
-        log_img, r_img = _log_softmax_and_residual(self.f_unit_scaled @ F_hat.T, self.onehot)
-        log_txtp, r_txtp = _log_softmax_and_residual(F_hat @ self.T_unit.T, self.eye)
-        log_txte, r_txte = _log_softmax_and_residual(E @ self.pre_unit.T, self.eye)
-        log_cons, r_cons = _log_softmax_and_residual(f_hat_unit @ F_hat.T, self.onehot)
+        # scores class-major: [c, i] for class c and shot i, [j, c] for text j and class c
+        log_img, r_img = _log_softmax_and_residual(F_hat @ self.f_unit_scaled.T,
+                                                   self.onehot_T)
+        log_txtp, r_txtp = _log_softmax_and_residual(self.T_unit @ F_hat.T, self.eye)
+        log_txte, r_txte = _log_softmax_and_residual(self.pre_unit @ E.T, self.eye)
+        log_cons, r_cons = _log_softmax_and_residual(F_hat @ f_hat_unit.T, self.onehot_T)
         if bias is None:
             bias_norm = self.no_bias_norm
         else:
@@ -133,12 +141,13 @@ class SeMoBridgeTLoss:
 
         # d total / d F_hat from the three terms that use the bridged prototypes
         d_F_hat = torch.addmm(
-            torch.mm(r_cons.T, f_hat_unit).mul_(w_cons / n), r_img.T, self.f_unit_scaled,
+            torch.mm(r_cons, f_hat_unit).mul_(w_cons / n), r_img, self.f_unit_scaled,
             alpha=w_img / n,
-        ).addmm_(r_txtp, self.T_unit, alpha=w_text / 2 / n_classes)
-        d_E = torch.mm(r_txte, self.pre_unit).mul_(w_text / 2 / n_classes)
+        ).addmm_(r_txtp.T, self.T_unit, alpha=w_text / 2 / n_classes)
+        d_E = torch.mm(r_txte.T, self.pre_unit).mul_(w_text / 2 / n_classes)
         # back through the normalisations and the class means (matrix products)
-        d_f_hat = _unit_rows_grad(f_hat_unit, f_hat_norm, torch.mm(r_cons, F_hat).mul_(w_cons / n))
+        d_f_hat = _unit_rows_grad(f_hat_unit, f_hat_norm,
+                                  torch.mm(r_cons.T, F_hat).mul_(w_cons / n))
         d_f_hat.addmm_(self.class_mean.T, _unit_rows_grad(F_hat, F_norm, d_F_hat))
         d_e = torch.addmm(self.class_mean.T @ _unit_rows_grad(E, E_norm, d_E), d_f_hat,
                           self.W.T)
