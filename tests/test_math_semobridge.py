@@ -334,6 +334,24 @@ def test_semobridge_t_loss_matches_formula(problem, with_bias, weights):
         assert expected_terms["bias_norm"] > 0
 
 
+def test_log_softmax_residual_holds_no_subnormal_floats():
+    """Softmax minus the targets over the classes (columns), with probabilities too small
+    for a normal float32 raised to exp(MIN_LOG_PROBA) rather than subnormal."""
+    from sklearn_cmm._math.semobridge_loss import MIN_LOG_PROBA, _log_softmax_and_residual
+
+    scores = torch.tensor([[0.0, 3.0], [-95.0, 1.0], [-200.0, 2.0]])  # classes x rows
+    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    log_p, residual = _log_softmax_and_residual(scores, targets)
+    expected = torch.softmax(scores.double(), dim=0)
+    torch.testing.assert_close(log_p.double(), torch.log_softmax(scores.double(), dim=0))
+    small = expected < math.exp(MIN_LOG_PROBA)
+    assert small.sum() == 2  # the premise: two probabilities below the floor
+    torch.testing.assert_close(residual.double()[~small], (expected - targets.double())[~small])
+    assert torch.all(residual[small] == math.exp(MIN_LOG_PROBA))
+    tiny = torch.finfo(torch.float32).tiny
+    assert not torch.any((residual != 0) & (residual.abs() < tiny))
+
+
 def test_semobridge_t_loss_is_differentiable_at_zero_bias(problem):
     rng, W, y, f, T, n_classes = problem
     W_pinv = torch.tensor(pinv_with_cutoff(W, 0.3), requires_grad=True)
