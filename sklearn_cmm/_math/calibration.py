@@ -2,7 +2,6 @@
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 
 #: Search interval of ``log(temperature)``: wide enough for logits off by any plausible
 #: scale (CLIP's cosines times 100 for probabilities that want ten times sharper or
@@ -19,6 +18,32 @@ def laplace_smoothing(n_samples):
     1); with it the optimum is finite, and the effect fades as the shots grow.
     """
     return 1.0 / (n_samples + 2)
+
+
+def _temperature_objective(logits, y_encoded, smoothing):
+    """:func:`temperature_log_loss` of fixed logits as a function of the temperature, and
+    whether the logits depend on the class at all.
+
+    With ``g = logits - rowmax`` the loss is ``mean_i(log sum_c exp(g_ic / t) - a_i / t)``,
+    ``a_i = (1 - smoothing) g_iy + smoothing mean_c g_ic``: what does not depend on ``t``
+    is computed once, and each temperature costs one exponential pass over the logits
+    instead of a log-softmax (a temperature search evaluates about twenty; at 16,000 x
+    1000 logits a log-softmax took 0.2 s).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    gaps = logits - logits.max(axis=1, keepdims=True)
+    # rows constant up to rounding carry no information on the scale
+    informative = bool(np.any(-gaps > 1e-12 * max(1.0, np.abs(logits).max())))
+    target = ((1 - smoothing) * gaps[np.arange(len(y_encoded)), y_encoded]
+              + smoothing * gaps.mean(axis=1))
+    scaled = np.empty_like(gaps)
+
+    def loss(temperature):
+        np.multiply(gaps, 1.0 / temperature, out=scaled)
+        log_partition = np.log(np.exp(scaled, out=scaled).sum(axis=1))
+        return float(np.mean(log_partition - target / temperature))
+
+    return loss, informative
 
 
 def temperature_log_loss(logits, y_encoded, temperature, smoothing=0.0):
@@ -41,9 +66,21 @@ def temperature_log_loss(logits, y_encoded, temperature, smoothing=0.0):
     -------
     loss : float
     """
-    log_proba = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
-    true_class = log_proba[np.arange(len(y_encoded)), y_encoded]
-    return float(-np.mean((1 - smoothing) * true_class + smoothing * log_proba.mean(axis=1)))
+    return _temperature_objective(logits, y_encoded, smoothing)[0](temperature)
+
+
+def _search_temperature(logits, y_encoded, smoothing, log_bounds):
+    """:func:`fit_temperature`'s temperature and :func:`temperature_log_loss` there."""
+    loss, informative = _temperature_objective(logits, y_encoded, smoothing)
+    if not informative:
+        return 1.0, loss(1.0)
+    result = minimize_scalar(
+        lambda log_t: loss(np.exp(log_t)),
+        bounds=log_bounds,
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(result.x)), float(result.fun)
 
 
 def fit_temperature(logits, y_encoded, smoothing=0.0, log_bounds=LOG_TEMPERATURE_BOUNDS):
@@ -72,17 +109,7 @@ def fit_temperature(logits, y_encoded, smoothing=0.0, log_bounds=LOG_TEMPERATURE
     -------
     temperature : float
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    spread = logits - logits.mean(axis=1, keepdims=True)
-    if not np.any(np.abs(spread) > 1e-12 * max(1.0, np.abs(logits).max())):
-        return 1.0
-    result = minimize_scalar(
-        lambda log_t: temperature_log_loss(spread, y_encoded, np.exp(log_t), smoothing),
-        bounds=log_bounds,
-        method="bounded",
-        options={"xatol": 1e-6},
-    )
-    return float(np.exp(result.x))
+    return _search_temperature(logits, y_encoded, smoothing, log_bounds)[0]
 
 
 def calibrated_log_loss(logits, y_encoded):
@@ -105,9 +132,8 @@ def calibrated_log_loss(logits, y_encoded):
         :func:`temperature_log_loss` at :func:`fit_temperature`, both with
         :func:`laplace_smoothing`.
     """
-    smoothing = laplace_smoothing(len(y_encoded))
-    temperature = fit_temperature(logits, y_encoded, smoothing)
-    return temperature_log_loss(logits, y_encoded, temperature, smoothing)
+    return _search_temperature(logits, y_encoded, laplace_smoothing(len(y_encoded)),
+                               LOG_TEMPERATURE_BOUNDS)[1]
 
 
 def expected_calibration_error(y_encoded, proba, n_bins=15):
