@@ -92,9 +92,8 @@ class SeMoBridgeTLoss:
              bias_norm_weight], dtype=f.dtype, device=f.device)
         self.weights = (float(image_weight), float(text_weight), float(consistency_weight),
                         float(bias_norm_weight))
-        self.scale = float(image_logit_scale)
         # the img term's logits are scale * cos(f_i, F_hat_c): the scale folded in once
-        self.f_unit_scaled = _unit_rows(f)[0].mul_(self.scale)
+        self.f_unit_scaled = _unit_rows(f)[0].mul_(float(image_logit_scale))
         self.T_unit = _unit_rows(T)[0]
         self.pre_unit = _unit_rows(text_pre)[0]
 
