@@ -486,6 +486,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         self.bridged_prototypes_, self.image_prototypes_ = bridge_prototypes(
             X, tokens, W, y_encoded, n_classes
         )
+        loo = None
         if validated is None and (candidates is not None or self.calibration is not None):
             # Leave-one-out on (at most MAX_HELD_OUT of) the shots, as the bridge saw them;
             # with views, an image is left out with its views and its own row is scored.
@@ -494,12 +495,16 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             own = queries * v
             f_hat = (tokens[own] @ W if bias is None  # the queries, bridged without bias
                      else bridge(X[own], W_pinv, W))
-            z = loo_score_matrices(
-                X, f_hat, tokens, y_encoded, n_classes,
-                T if self.prototype_source_ == "text" else None, queries, shots_projection=W,
-                n_views=v,
-            )
-            validated = [(z, self.image_prototypes_, T, y_encoded[own])]
+
+            def loo(empty_class):
+                z = loo_score_matrices(
+                    X, f_hat, tokens, y_encoded, n_classes,
+                    T if self.prototype_source_ == "text" else None, queries,
+                    shots_projection=W, n_views=v, empty_class=empty_class,
+                )
+                return [(z, self.image_prototypes_, T, y_encoded[own])]
+
+            validated = loo("zero")
 
         self.search_score_ = None
         if candidates is not None:
@@ -509,7 +514,13 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             blend, self.search_score_ = candidates[best], float(accuracies[best])
         if self.calibration is not None:
             # Honest logits for the temperature of predict_proba, taken (and dropped) by
-            # _calibration_logits: the held-out scores the blend was searched on.
+            # _calibration_logits: the held-out scores the blend was searched on, except
+            # that a class whose only image is left out scores as uninformative there, not
+            # 0. A cosine of 0 marks the class as unlike its own image, so those logits are
+            # more wrong than the model is on new images and the temperature came out too
+            # flat (the user guide, *Calibration at one shot*).
+            if loo is not None and np.bincount(y_encoded[:: self.n_views]).min() == 1:
+                validated = loo("mean")
             logits_of, y_validated = _held_out_blend(validated)
             self._held_out_logits = (logits_of(**blend), y_validated)
         for name, value in blend.items():

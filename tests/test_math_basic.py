@@ -29,26 +29,33 @@ def test_one_hot():
     np.testing.assert_array_equal(one_hot(np.array([1, 0]), 3), [[0, 1, 0], [1, 0, 0]])
 
 
-def _loo_reference(queries, items, y, n_classes):
+def _loo_reference(queries, items, y, n_classes, empty_class="zero"):
     scores = np.zeros((len(y), n_classes))
     for i in range(len(y)):
+        empty = []
         for c in range(n_classes):
             members = [j for j in range(len(y)) if y[j] == c and j != i]
             if not members:
+                empty.append(c)
                 continue  # an empty class scores 0
             proto = np.mean(items[members], axis=0)
             scores[i, c] = queries[i] @ proto / np.linalg.norm(proto)
+        if empty_class == "mean":
+            for c in empty:
+                scores[i, c] = np.mean([scores[i, k] for k in range(n_classes) if k != c])
     return scores
 
 
-@pytest.mark.parametrize("shots", [1, 3])
-def test_loo_prototype_cosine_matches_loop(shots):
+@pytest.mark.parametrize("empty_class", ["zero", "mean"])
+@pytest.mark.parametrize("shots", [[1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 1, 3]])
+def test_loo_prototype_cosine_matches_loop(shots, empty_class):
     rng = np.random.RandomState(1)
     y = np.repeat(np.arange(4), shots)
     queries = l2_normalize(rng.randn(len(y), 5))
     items = rng.randn(len(y), 5)
     np.testing.assert_allclose(
-        loo_prototype_cosine(queries, items, y, 4), _loo_reference(queries, items, y, 4)
+        loo_prototype_cosine(queries, items, y, 4, empty_class=empty_class),
+        _loo_reference(queries, items, y, 4, empty_class),
     )
 
 

@@ -667,6 +667,41 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
     assert clf.temperature_ == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.parametrize("search", [None, "cv"])
+def test_one_shot_temperature_scores_the_left_out_class_as_uninformative(search):
+    """With one shot a class's image prototypes vanish when its shot is left out: the
+    temperature's logits give it the shot's mean score over the other classes there, the
+    blend search keeps 0 (it searches the same draws as the temperature)."""
+    from sklearn_cmm._math.calibration import fit_temperature, laplace_smoothing
+
+    X, y, text, W = modality_gap_problem(3, n_classes=6, n_per_class=12)
+    first = np.array([np.flatnonzero(y == c)[0] for c in range(6)])
+    X1, y1 = X[first], y[first]
+    clf = SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None,
+                               search=search, n_search_trials=30, random_state=0).fit(X1, y1)
+    p = {name: getattr(clf, name + "_") for name in BLEND if name != "pinv_cutoff"}
+    W_pinv = explicit_pinv(W, 0.3)
+    f_hat = normalize(normalize(X1 @ W_pinv) @ W)
+    z1, z2, z3 = normalize(X1) @ normalize(text).T, normalize(X1) @ f_hat.T, f_hat @ normalize(X1).T
+    for z in (z2, z3):  # the own class: the mean of the row's other classes
+        for i in range(6):
+            z[i, i] = np.mean(np.delete(z[i], i))
+    w = clf.class_weights_
+    loo = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w * (
+        p["lambda2"] * np.exp(-p["beta"] * (1 - z2)) + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
+    expected = fit_temperature(loo, y1, smoothing=laplace_smoothing(6))
+    assert clf.temperature_ == pytest.approx(expected, rel=1e-4)
+    assert 1e-3 < clf.temperature_ < 1e3  # the premise: not a bound of the search
+    if search == "cv":  # the search's held-out accuracy is that of the zero-filled scores
+        zero = [m.copy() for m in (z2, z3)]
+        for m in zero:
+            np.fill_diagonal(m, 0.0)
+        logits = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w * (
+            p["lambda2"] * np.exp(-p["beta"] * (1 - zero[0]))
+            + p["lambda3"] * np.exp(-p["gamma"] * (1 - zero[1])))
+        assert clf.search_score_ == pytest.approx(np.mean(logits.argmax(1) == y1))
+
+
 @pytest.mark.parametrize("calibration", ["temperature", None])
 def test_fitted_model_keeps_no_calibration_scratch(data, calibration):
     clf = fitted(data, calibration=calibration)

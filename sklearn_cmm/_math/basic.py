@@ -52,16 +52,16 @@ def view_rows(images, n_views):
 
 
 def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None, projection=None,
-                         n_views=1):
+                         n_views=1, empty_class="zero"):
     """Cosine of each query to every class prototype, its own item left out.
 
     Prototype ``c`` is ``normalize(mean of items of class c)``. Query ``i`` is paired with
     item ``query_index[i]`` (``items[i]`` when ``query_index`` is None): its score for its
     own class uses the prototype built without that item (leave-one-out), so blend
     weights can be cross-validated on the training shots without the query seeing itself.
-    A class left with no item scores 0. With ``n_views > 1`` the items are images'
-    views (:func:`view_rows`), ``query_index`` numbers images, and a query's image is
-    left out with all its views.
+    A class left with no item (its only image is the query's) scores ``empty_class``.
+    With ``n_views > 1`` the items are images' views (:func:`view_rows`), ``query_index``
+    numbers images, and a query's image is left out with all its views.
 
     Parameters
     ----------
@@ -81,6 +81,10 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
         and the left-out items are projected, not every item.
     n_views : int, default=1
         Items per image.
+    empty_class : {"zero", "mean"}, default="zero"
+        The score of a class left empty: 0, or the query's mean score over the other
+        classes (an uninformative score: a cosine of 0 is below what any two images of
+        the data share, so it marks the class as unlike the query).
 
     Returns
     -------
@@ -97,5 +101,11 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     own = sums[labels] - own_items
     own_norm = np.linalg.norm(own, axis=1)
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
-    scores[np.arange(len(labels)), labels] = np.where(own_norm == 0, 0.0, own_score)
+    empty = own_norm == 0
+    if empty_class == "zero":
+        fill = 0.0
+    else:  # the row's other classes: its sum less the own class's full-prototype score
+        rows = np.arange(len(labels))
+        fill = (scores.sum(axis=1) - scores[rows, labels]) / max(n_classes - 1, 1)
+    scores[np.arange(len(labels)), labels] = np.where(empty, fill, own_score)
     return scores

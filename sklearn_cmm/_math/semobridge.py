@@ -220,12 +220,13 @@ def score_matrices(f, f_hat, T, F_hat, F_bar):
 
 
 def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, query_index=None,
-                       shots_projection=None, n_views=1):
+                       shots_projection=None, n_views=1, empty_class="zero"):
     """:func:`score_matrices` of the few-shot images, each left out of its own prototypes.
 
     For cross-validating the blend weights on the training shots: shot ``i``'s score for
     its own class uses prototypes built without shot ``i`` (see
-    :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`; a class left empty scores 0).
+    :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`; a class left empty scores
+    ``empty_class``).
 
     Parameters
     ----------
@@ -255,6 +256,9 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, quer
         Rows per image (:func:`~sklearn_cmm._math.basic.view_rows`): the queries are
         images (``query_index`` numbers them; their own view is scored), each left out
         of the prototypes with all its views.
+    empty_class : {"zero", "mean"}, default="zero"
+        The score of a class left without shots (see
+        :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`).
 
     Returns
     -------
@@ -266,13 +270,13 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, quer
     queries = l2_normalize(f[index * n_views])
     if T is None:
         z1 = loo_prototype_cosine(queries, l2_normalize(f), y_encoded, n_classes, index,
-                                  n_views=n_views)
+                                  n_views=n_views, empty_class=empty_class)
     else:
         z1 = queries @ T.T
     z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes, index, shots_projection,
-                              n_views=n_views)
+                              n_views=n_views, empty_class=empty_class)
     z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index,
-                              n_views=n_views)
+                              n_views=n_views, empty_class=empty_class)
     return z1, z2, z3
 
 
