@@ -375,11 +375,19 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             zero_shot_logits = (self.zero_shot_weight * self.logit_scale) * (V_t @ T0_t.T)
 
         def loss_fn():
-            return cmm_refinement_loss(
-                delta, delta_text, V_t, y_t, W0_t, T0_t, zero_shot_logits,
-                logit_scale=self.logit_scale, triplet_weight=self.triplet_weight,
-                margin=self.margin, alpha=self.alpha,
+            loss = cmm_refinement_loss(
+                V_t,
+                y_t,
+                W0_t + delta,
+                T0_t if delta_text is None else T0_t + delta_text,
+                zero_shot_logits,
+                logit_scale=self.logit_scale,
+                triplet_weight=self.triplet_weight,
+                margin=self.margin,
             )
+            if self.alpha:
+                loss = loss + (self.alpha / 2) * sum(p.square().sum() for p in params)
+            return loss
 
         if self.solver == "lbfgs":
             self.loss_curve_, self.n_iter_ = minimize_lbfgs(

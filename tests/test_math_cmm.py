@@ -147,33 +147,20 @@ def _refinement_reference(V, y, W, T, zero_shot_logits, logit_scale, triplet_wei
     return total / n
 
 
-@pytest.mark.parametrize("train_text", [True, False])
-@pytest.mark.parametrize("alpha", [0.0, 0.3])
-def test_refinement_loss_matches_loop_and_its_gradient_autograd(train_text, alpha):
+def test_refinement_loss_matches_loop_and_its_gradient_autograd():
     rng = np.random.RandomState(8)
     V, y = _unit(rng.randn(15, 5)), rng.randint(0, 3, 15)
-    W0, T0, Z = np.eye(5) + 0.3 * rng.randn(5, 5), rng.randn(3, 5), rng.randn(15, 3)
-    delta, delta_text = 0.2 * rng.randn(5, 5), 0.2 * rng.randn(3, 5)
-    if not train_text:
-        delta_text = np.zeros_like(T0)
-    d_t = torch.tensor(delta, requires_grad=True)
-    dT_t = torch.tensor(delta_text, requires_grad=True) if train_text else None
+    W, T, Z = np.eye(5) + 0.3 * rng.randn(5, 5), rng.randn(3, 5), rng.randn(15, 3)
+    W_t, T_t = torch.tensor(W, requires_grad=True), torch.tensor(T, requires_grad=True)
     kwargs = dict(logit_scale=7.0, triplet_weight=0.5, margin=0.2)
     V_t, y_t, Z_t = torch.tensor(V), torch.tensor(y), torch.tensor(Z)
-    loss = cmm_refinement_loss(d_t, dT_t, V_t, y_t, torch.tensor(W0), torch.tensor(T0), Z_t,
-                               alpha=alpha, **kwargs)
-    penalty = alpha / 2 * (np.sum(delta**2) + np.sum(delta_text**2))
-    expected = _refinement_reference(V, y, W0 + delta, T0 + delta_text, Z, **kwargs) + penalty
-    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss = cmm_refinement_loss(V_t, y_t, W_t, T_t, Z_t, **kwargs)
+    assert loss.item() == pytest.approx(_refinement_reference(V, y, W, T, Z, **kwargs), rel=1e-12)
     loss.backward()
-    d_ref = torch.tensor(delta, requires_grad=True)
-    dT_ref = torch.tensor(delta_text, requires_grad=True)
-    W, T = torch.tensor(W0) + d_ref, torch.tensor(T0) + dT_ref
-    cos = F.normalize(torch.tensor(V) @ W, dim=1) @ F.normalize(T, dim=1).T
+    W_ref, T_ref = torch.tensor(W, requires_grad=True), torch.tensor(T, requires_grad=True)
+    cos = F.normalize(torch.tensor(V) @ W_ref, dim=1) @ F.normalize(T_ref, dim=1).T
     ref = F.cross_entropy(7.0 * cos + torch.tensor(Z), torch.tensor(y))
     ref = ref + 0.5 * hardest_negative_triplet_loss(cos, torch.tensor(y), 0.2)
-    ref = ref + alpha / 2 * (d_ref.square().sum() + dT_ref.square().sum())
     ref.backward()
-    torch.testing.assert_close(d_t.grad, d_ref.grad, rtol=1e-10, atol=1e-12)
-    if train_text:
-        torch.testing.assert_close(dT_t.grad, dT_ref.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(W_t.grad, W_ref.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(T_t.grad, T_ref.grad, rtol=1e-10, atol=1e-12)

@@ -66,93 +66,76 @@ def _cross_entropy_triplet_and_grad(cosines, y, zero_shot_logits, logit_scale,
     The gradient is the softmax minus the one-hot labels, plus the triplet's +-1 at the
     hardest negative and the positive. Autograd through the same expression allocates
     about four times as many ``(n_samples, n_classes)`` arrays, which dominates a large
-    fit. ``zero_shot_logits`` is a constant (it gets no gradient). The entries of a row
-    are read and written with ``gather``/``scatter_add_``, a third of the cost of
-    indexing with row and column arrays at few-shot sizes.
+    fit. ``zero_shot_logits`` is a constant (it gets no gradient).
     """
     n_samples = cosines.shape[0]
-    true_class = y[:, None]
+    rows = torch.arange(n_samples, device=cosines.device)
     if zero_shot_logits is None:
         logits = cosines * logit_scale
     else:
         logits = torch.add(zero_shot_logits, cosines, alpha=logit_scale)
-    true_logit = logits.gather(1, true_class)
+    true_logit = logits[rows, y]
     top = logits.amax(dim=1, keepdim=True)
     grad = logits.sub_(top).exp_()  # in place: the logits are not needed any more
     total = grad.sum(dim=1, keepdim=True)
-    loss = (total.log() + top).sub_(true_logit).mean()
+    loss = (total.log() + top).squeeze(1).sub(true_logit).mean()
     # d CE / d cos = logit_scale * (softmax - onehot) / n
     grad.mul_(logit_scale / n_samples / total)
-    grad.scatter_add_(1, true_class, true_logit.new_full(true_logit.shape,
-                                                         -logit_scale / n_samples))
+    grad[rows, y] -= logit_scale / n_samples
     if triplet_weight:
-        pair = torch.stack([y, hardest_negatives(cosines, y)], dim=1)
-        positive, negative = cosines.gather(1, pair).unbind(1)
-        hinge = negative.sub_(positive).add_(margin)
+        negative = hardest_negatives(cosines, y)
+        hinge = margin - cosines[rows, y] + cosines[rows, negative]
         loss = loss + triplet_weight * hinge.clamp_min(0).mean()
-        step = (hinge > 0).to(grad.dtype).mul_(triplet_weight / n_samples)
-        grad.scatter_add_(1, pair, torch.stack([-step, step], dim=1))
+        step = (triplet_weight / n_samples) * (hinge > 0).to(grad.dtype)
+        grad[rows, y] -= step
+        grad[rows, negative] += step
     return loss, grad
 
 
 class _RefinementLoss(torch.autograd.Function):
-    """:func:`cmm_refinement_loss` for autograd: the whole gradient, through the
-    residuals, the normalisations, the products and the penalty, is formed in the forward
-    pass (one autograd node instead of a dozen, which dominate a small fit)."""
+    """:func:`cmm_refinement_loss` for autograd, from ``W`` and the prototypes: the
+    gradient through the normalisations and the products is formed in the forward pass
+    (one autograd node instead of a dozen, which dominate a small fit)."""
 
     @staticmethod
-    def forward(ctx, delta, delta_text, V, y, W0, T0, zero_shot_logits, logit_scale,
-                triplet_weight, margin, alpha):
-        mapped, mapped_norm = unit_rows(V @ (W0 + delta))
-        text, text_norm = unit_rows(T0 if delta_text is None else T0 + delta_text)
+    def forward(ctx, V, y, W, prototypes, zero_shot_logits, logit_scale, triplet_weight,
+                margin):
+        mapped, mapped_norm = unit_rows(V @ W)
+        text, text_norm = unit_rows(prototypes)
         loss, d_cos = _cross_entropy_triplet_and_grad(
             mapped @ text.T, y, zero_shot_logits, logit_scale, triplet_weight, margin)
-        d_delta = V.T @ unit_rows_grad(mapped, mapped_norm, d_cos @ text)
-        d_text = None
-        if delta_text is not None:
-            d_text = unit_rows_grad(text, text_norm, d_cos.T @ mapped)
-        if alpha:
-            residuals = [delta] if delta_text is None else [delta, delta_text]
-            loss = loss + (alpha / 2) * sum(torch.dot(r.reshape(-1), r.reshape(-1))
-                                            for r in residuals)
-            d_delta.add_(delta, alpha=alpha)
-            if d_text is not None:
-                d_text.add_(delta_text, alpha=alpha)
-        ctx.save_for_backward(d_delta, d_text)
+        d_W = V.T @ unit_rows_grad(mapped, mapped_norm, d_cos @ text)
+        d_prototypes = unit_rows_grad(text, text_norm, d_cos.T @ mapped)
+        ctx.save_for_backward(d_W, d_prototypes)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        d_delta, d_text = ctx.saved_tensors
-        return (d_delta * grad_output, None if d_text is None else d_text * grad_output,
-                *[None] * 9)
+        d_W, d_prototypes = ctx.saved_tensors
+        return (None, None, d_W * grad_output, d_prototypes * grad_output, None, None,
+                None, None)
 
 
 def cmm_refinement_loss(
-    delta, delta_text, V, y, W0, T0, zero_shot_logits, *, logit_scale, triplet_weight,
-    margin, alpha,
+    V, y, W, prototypes, zero_shot_logits, *, logit_scale, triplet_weight, margin
 ):
-    """Training loss of CMM's refinement of ``W = W0 + delta`` and ``T = T0 + delta_text``.
+    """Training loss of CMM: cross-entropy of the fused logits plus the triplet loss.
 
     ``CE(logit_scale * cos(V W, T) + zero_shot_logits, y)
-    + triplet_weight * hardest_negative_triplet_loss(cos(V W, T), y, margin)
-    + alpha / 2 * (||delta||^2 + ||delta_text||^2)``, with its gradient with respect to
-    the residuals written by hand (equal to autograd's through the expression).
+    + triplet_weight * hardest_negative_triplet_loss(cos(V W, T), y, margin)``, with
+    its gradient with respect to ``W`` and ``prototypes`` written by hand (equal to
+    autograd's through the expression; ``V`` gets none).
 
     Parameters
     ----------
-    delta : torch.Tensor of shape (dim, dim)
-        The trained residual of the map.
-    delta_text : torch.Tensor of shape (n_classes, dim) or None
-        The trained residual of the text prototypes; None keeps ``T0``.
     V : torch.Tensor of shape (n_samples, dim)
         L2-normalised image features.
     y : torch.Tensor of shape (n_samples,)
         Class indices (int64).
-    W0 : torch.Tensor of shape (dim, dim)
-        The closed-form map the refinement starts from.
-    T0 : torch.Tensor of shape (n_classes, dim)
-        The zero-shot text prototypes (``T`` is normalised here).
+    W : torch.Tensor of shape (dim, dim)
+        The image-to-text map.
+    prototypes : torch.Tensor of shape (n_classes, dim)
+        Text prototypes ``T`` (normalised here, so they may be trainable).
     zero_shot_logits : torch.Tensor of shape (n_samples, n_classes) or None
         The fixed zero-shot term ``zero_shot_weight * s * cos(V, T0)``; None for none.
     logit_scale : float
@@ -161,14 +144,11 @@ def cmm_refinement_loss(
         Weight of the triplet loss (0 skips it).
     margin : float
         Margin of the triplet loss.
-    alpha : float
-        Strength of the L2 penalty on the residuals (0 for none).
 
     Returns
     -------
     loss : torch.Tensor
-        A scalar, differentiable with respect to ``delta`` and ``delta_text``.
+        A scalar.
     """
-    return _RefinementLoss.apply(delta, delta_text, V, y, W0, T0, zero_shot_logits,
-                                 float(logit_scale), float(triplet_weight), float(margin),
-                                 float(alpha))
+    return _RefinementLoss.apply(V, y, W, prototypes, zero_shot_logits, float(logit_scale),
+                                 float(triplet_weight), float(margin))
