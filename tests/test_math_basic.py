@@ -178,3 +178,9 @@ def test_loo_prototype_cosine_of_a_class_with_a_single_item_is_zero():
     assert scores[2, 1] == 0.0
     np.testing.assert_allclose(scores[2, 0], X[2] @ l2_normalize(X[:2].sum(axis=0)))
     np.testing.assert_allclose(scores[0, 0], X[0] @ X[1])
+
+
+def test_loo_prototype_cosine_rejects_an_unknown_empty_class_score():
+    X = l2_normalize(np.eye(2))
+    with pytest.raises(ValueError, match="empty_class"):
+        loo_prototype_cosine(X, X, np.array([0, 1]), 2, empty_class="nan")

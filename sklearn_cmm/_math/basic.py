@@ -83,8 +83,8 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
         Items per image.
     empty_class : {"zero", "mean"}, default="zero"
         The score of a class left empty: 0, or the query's mean score over the other
-        classes (an uninformative score: a cosine of 0 is below what any two images of
-        the data share, so it marks the class as unlike the query).
+        classes (an uninformative score: a cosine of 0 is below what images of one class
+        usually share, so it marks the class as unlike the query).
 
     Returns
     -------
@@ -101,6 +101,8 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     own = sums[labels] - own_items
     own_norm = np.linalg.norm(own, axis=1)
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
+    if empty_class not in ("zero", "mean"):
+        raise ValueError(f"empty_class must be 'zero' or 'mean', got {empty_class!r}.")
     empty = own_norm == 0
     if empty_class == "zero":
         fill = 0.0
