@@ -103,11 +103,10 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
     if empty_class not in ("zero", "mean"):
         raise ValueError(f"empty_class must be 'zero' or 'mean', got {empty_class!r}.")
-    empty = own_norm == 0
+    rows = np.arange(len(labels))
     if empty_class == "zero":
         fill = 0.0
     else:  # the row's other classes: its sum less the own class's full-prototype score
-        rows = np.arange(len(labels))
         fill = (scores.sum(axis=1) - scores[rows, labels]) / max(n_classes - 1, 1)
-    scores[np.arange(len(labels)), labels] = np.where(empty, fill, own_score)
+    scores[rows, labels] = np.where(own_norm == 0, fill, own_score)
     return scores

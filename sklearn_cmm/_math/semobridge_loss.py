@@ -87,11 +87,11 @@ class SeMoBridgeTLoss:
         # products at few-shot sizes.
         self.term_divisors = torch.tensor([-len(f), -n_classes, -n_classes, -len(f), 1.0],
                                           dtype=f.dtype, device=f.device)
-        self.term_weights = torch.tensor(
-            [image_weight, text_weight / 2, text_weight / 2, consistency_weight,
-             bias_norm_weight], dtype=f.dtype, device=f.device)
         self.weights = (float(image_weight), float(text_weight), float(consistency_weight),
                         float(bias_norm_weight))
+        w_img, w_text, w_cons, w_bias = self.weights
+        self.term_weights = torch.tensor([w_img, w_text / 2, w_text / 2, w_cons, w_bias],
+                                         dtype=f.dtype, device=f.device)
         # the img term's logits are scale * cos(f_i, F_hat_c): the scale folded in once
         self.f_unit_scaled = _unit_rows(f)[0].mul_(float(image_logit_scale))
         self.T_unit = _unit_rows(T)[0]
