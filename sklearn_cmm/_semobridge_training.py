@@ -76,18 +76,20 @@ def run_steps(
     """
     optimizer = FullBatchAdamW([tensor for training in runs for tensor in training.tensors],
                                weight_decay=weight_decay)
-    for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
-                     leave=False):
-        at_checkpoint = step % validation_interval == 0 or step == n_steps
-        if checkpoint is not None and at_checkpoint:
-            if checkpoint(step):
+    # Nothing here is differentiated (the gradient is the loss's own): inference mode
+    # skips autograd's dispatch on every operation, a fifth of a step at few-shot sizes
+    # (10 classes x 16 shots x 64-d: 5000 steps in 1.3 s instead of 1.65 s).
+    with torch.inference_mode():
+        for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
+                         leave=False):
+            at_checkpoint = step % validation_interval == 0 or step == n_steps
+            if checkpoint is not None and at_checkpoint:
+                if checkpoint(step):
+                    return step
+            if step == n_steps:
                 return step
-        if step == n_steps:
-            return step
-        lr = warmup_learning_rate(
-            step, learning_rate, warmup_iter, WARMUP_START_LR
-        )
-        lockstep(optimizer, runs, lr)
+            lr = warmup_learning_rate(step, learning_rate, warmup_iter, WARMUP_START_LR)
+            lockstep(optimizer, runs, lr)
 
 
 def check_converged(training):
