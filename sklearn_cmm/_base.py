@@ -261,7 +261,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         return n_folds
 
     def _cross_fitted_logits(self, X, y_encoded, class_text, rng, n_folds=5, fit=None,
-                             scores=None):
+                             scores=None, scored=None):
         """Logits of each image by the method fitted (``_fit``) on the other folds.
 
         With views (``n_views > 1``) an image's views go with it, and its own embedding is
@@ -276,7 +276,9 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
 
         ``fit(model, X, y_encoded)`` and ``scores(model, X)`` replace ``model._fit(X,
         y_encoded, class_text, rng)`` and ``model._logits(X)`` (e.g. to fit part of the
-        method, or to return the terms of its logits separately).
+        method, or to return the terms of its logits separately). ``scored`` (sorted
+        indices of images) restricts the logits returned to those images, in that
+        order; the folds and their fits are the same.
         """
         if fit is None:
             def fit(model, X, y_encoded):
@@ -286,9 +288,11 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
                 return model._logits(X)
         n_classes, v = len(self.classes_), self.n_views
         y_images = y_encoded[::v]
+        if scored is None:
+            scored = np.arange(len(y_images))
         n_folds = self._n_cross_fit_folds(y_encoded, class_text, n_folds)
         if n_folds < 2:
-            return scores(self, np.asarray(X[::v], dtype=np.float64))
+            return scores(self, np.asarray(X[scored * v], dtype=np.float64))
         folds = np.empty(len(y_images), dtype=int)
         start = 0
         for c in range(n_classes):  # continue the round-robin across classes
@@ -298,14 +302,17 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         logits = None
         for k in range(n_folds):
             held_out = folds == k
+            rows = np.flatnonzero(held_out[scored])  # of the logits returned
+            if not rows.size:
+                continue
             model = copy.copy(self)  # _fit rebinds attributes, never mutates them
             training = np.repeat(~held_out, v)
             fit(model, X[training], y_encoded[training])
-            own = np.flatnonzero(held_out) * v  # the held-out images' own embeddings
+            own = scored[rows] * v  # the held-out images' own embeddings
             fold_logits = scores(model, np.asarray(X[own], dtype=np.float64))
             if logits is None:
-                logits = np.empty((len(y_images), fold_logits.shape[1]))
-            logits[held_out] = fold_logits
+                logits = np.empty((len(scored), fold_logits.shape[1]))
+            logits[rows] = fold_logits
         return logits
 
     def _validated_features(self, X):

@@ -11,6 +11,7 @@ from ._device import check_device
 from ._math.basic import class_sums, l2_normalize
 from ._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
 from ._math.calibration import calibrated_log_loss
+from ._math.search import MAX_HELD_OUT, spread_subset
 from .text import CLIP_IMAGENET_TEMPLATES
 
 
@@ -117,7 +118,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         with the least log-loss of the shots' held-out logits at their fitted temperature
         (smooth, where the accuracy of a few held-out shots moves in steps of one shot;
         ties go to the smaller weight). The held-out logits are those of the calibration's
-        three refits, so "auto" costs nothing more with ``calibration`` on. With one shot
+        three refits, so "auto" costs nothing more with ``calibration`` on; beyond 1000
+        shots both score 1000 of them, spread evenly over the classes (deterministic). With one shot
         a class (a held-out shot's class has no other shot), and text-free with a class of
         one shot (no honest refits), "auto" chooses 0.
     train_text : bool, default=True
@@ -188,7 +190,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     With ``calibration="temperature"`` or ``image_weight="auto"`` the fit also refits the
     map on three folds of the shots (two thirds each) for honest logits to fit
     ``temperature_`` on and to choose ``image_weight_`` by: about three times the cost of a
-    fit with neither.
+    fit with neither. Both choices score at most 1000 held-out shots (``MAX_HELD_OUT``),
+    spread evenly over the classes.
 
     References
     ----------
@@ -295,14 +298,19 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         if self.image_weight != "auto" and self.calibration is None:
             self.image_weight_ = float(self.image_weight)
             return
-        # Held-out terms of the shots: three refits of the map on two thirds of them each.
+        # Held-out terms of the shots: three refits of the map on two thirds of them each,
+        # scoring at most MAX_HELD_OUT shots (the choices need no more; at 1000 classes x
+        # 16 shots, searching the temperatures on all took 9 of the fit's 14 s).
+        y_images = y_encoded[:: self.n_views]  # the cross-fit scores the images
+        scored = spread_subset(y_images, MAX_HELD_OUT)
         terms = self._cross_fitted_logits(
             X, y_encoded, class_text, rng, n_folds=CROSS_FIT_FOLDS,
             fit=lambda model, X, y: model._fit_map(X, y, class_text),
             scores=lambda model, X: np.hstack(model._logit_terms(X)),
+            scored=scored,
         )
         mapped, image = np.hsplit(terms, 2)
-        y_images = y_encoded[:: self.n_views]  # the cross-fit scores the images
+        y_scored = y_images[scored]
 
         def logits_of(image_weight):
             return mapped + (self.logit_scale * image_weight) * image
@@ -317,13 +325,13 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         elif self.image_weight == "auto":
             # min keeps the first of equal losses: the smaller weight.
             self.image_weight_ = min(
-                AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_images)
+                AUTO_IMAGE_WEIGHTS, key=lambda w: calibrated_log_loss(logits_of(w), y_scored)
             )
         else:
             self.image_weight_ = float(self.image_weight)
         if self.calibration is not None:
             # Taken (and dropped) by _calibration_logits.
-            self._held_out_logits = logits_of(self.image_weight_)
+            self._held_out_logits = logits_of(self.image_weight_), y_scored
 
     def _fit_map(self, X, y_encoded, class_text):
         """Fit the map, the prototypes and the image prototypes (everything but the weight)."""
@@ -413,7 +421,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + as_numpy(delta_text))
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
-        return self.__dict__.pop("_held_out_logits"), y_encoded[:: self.n_views]
+        return self.__dict__.pop("_held_out_logits")
 
     def _logit_terms(self, X):
         """The mapped images' logits (fused with zero-shot) and the image-prototype cosines."""

@@ -261,6 +261,20 @@ def test_cross_fitted_logits_of_single_shots():
     )
 
 
+def test_cross_fitted_logits_of_scored_shots_are_rows_of_all():
+    X, y, _, T = _problem(per_class=6)
+    clf = TipAdapterClassifier(text_features=T).fit(X, y)
+    class_text = _class_text(T)
+    every = clf._cross_fitted_logits(X, y, class_text, np.random.RandomState(1), 3)
+    for scored in (np.array([0, 5, 17]), np.array([4])):  # the last misses two folds
+        np.testing.assert_allclose(  # the products' rounding follows the batch
+            clf._cross_fitted_logits(
+                X, y, class_text, np.random.RandomState(1), 3, scored=scored
+            ),
+            every[scored], rtol=1e-12,
+        )
+
+
 def _cache_of_others(X, y):
     """Tip-Adapter's cache logits (alpha=1, beta=5.5) of the shots of the other fold."""
     rng = np.random.RandomState(0)  # the folds _cross_fitted_logits draws from this seed

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, modality_gap
 from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_prototypes
 from sklearn_cmm._math.calibration import fit_temperature
+from sklearn_cmm._math.search import spread_subset
 from sklearn_cmm.cmm import AUTO_IMAGE_WEIGHTS, AUTO_MAX_ITER, AUTO_MIN_ITER, refinement_budget
 from sklearn_cmm.model_selection import FewShotSplit
 
@@ -166,6 +167,20 @@ def test_auto_image_weight_minimises_the_held_out_log_loss():
     # The temperature is fitted on the same held-out logits, at the chosen weight.
     best = mapped + 30.0 * clf.image_weight_ * image
     assert clf.temperature_ == pytest.approx(fit_temperature(best, y, 1 / (len(y) + 2)))
+
+
+def test_image_weight_and_temperature_score_a_spread_subset_of_many_shots(monkeypatch):
+    X, y, _, _, T = gap_problem(n_classes=4, dim=12, n_train=6)
+    monkeypatch.setattr("sklearn_cmm.cmm.MAX_HELD_OUT", 10)
+    params = dict(ridge=0.3, logit_scale=30.0)
+    clf = CrossModalMappingClassifier(text_features=T, max_iter=0, **params).fit(X, y)
+    scored = spread_subset(y, 10)
+    mapped, image = (t[scored] for t in _held_out_terms_reference(X, y, T, **params))
+    losses = [_calibrated_log_loss_reference(mapped + 30.0 * w * image, y[scored])
+              for w in AUTO_IMAGE_WEIGHTS]
+    assert clf.image_weight_ == AUTO_IMAGE_WEIGHTS[int(np.argmin(losses))]
+    best = mapped + 30.0 * clf.image_weight_ * image
+    assert clf.temperature_ == pytest.approx(fit_temperature(best, y[scored], 1 / 12))
 
 
 @pytest.mark.parametrize("text", [True, False])

@@ -8,7 +8,7 @@ from sklearn_cmm._math.basic import (
     one_hot,
     view_rows,
 )
-from sklearn_cmm._math.search import held_out_subset, random_candidates
+from sklearn_cmm._math.search import held_out_subset, random_candidates, spread_subset
 from sklearn_cmm._math.tip_adapter import tip_adapter_logits
 
 
@@ -153,6 +153,25 @@ def test_held_out_subset_all_when_few_else_a_reproducible_sorted_draw():
     index = held_out_subset(50, np.random.RandomState(3), 10)
     assert len(np.unique(index)) == 10 and np.all(np.diff(index) > 0) and index.max() < 50
     np.testing.assert_array_equal(index, held_out_subset(50, np.random.RandomState(3), 10))
+
+
+def _spread_subset_loop(y, max_size):
+    """Reference: walk the samples class by class, keeping every (n / max_size)-th."""
+    order = [i for c in sorted(set(y)) for i in range(len(y)) if y[i] == c]
+    if len(y) <= max_size:
+        return list(range(len(y)))
+    return sorted(order[(k * len(y)) // max_size] for k in range(max_size))
+
+
+@pytest.mark.parametrize("n_samples, max_size", [(7, 7), (7, 8), (8, 7), (50, 10), (53, 12)])
+def test_spread_subset_matches_loop_and_keeps_class_shares(n_samples, max_size):
+    y = np.random.RandomState(n_samples).randint(4, size=n_samples)
+    index = spread_subset(y, max_size)
+    np.testing.assert_array_equal(index, _spread_subset_loop(list(y), max_size))
+    assert len(np.unique(index)) == len(index) == min(n_samples, max_size)
+    kept = np.bincount(y[index], minlength=4)
+    share = np.bincount(y, minlength=4) * len(index) / n_samples
+    assert np.all(np.abs(kept - share) <= 1)
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.float64, 1e200), (np.float32, 1e30), (np.float64, 1e-200)])

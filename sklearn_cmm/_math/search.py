@@ -79,3 +79,32 @@ def held_out_subset(n_samples, rng, max_size):
     if n_samples <= max_size:
         return np.arange(n_samples)
     return np.sort(rng.choice(n_samples, max_size, replace=False))
+
+
+def spread_subset(y_encoded, max_size):
+    """Indices of at most ``max_size`` samples spread evenly over the classes, without
+    randomness: all of them, or ``max_size`` evenly spaced in the order (class, position
+    within the class).
+
+    For a score whose every shot is costly and whose estimate needs no more than
+    ``max_size`` of them (a temperature, a choice among a few weights), and that must
+    stay a function of the input alone (no random state): each class keeps its share
+    of the samples, to within one.
+
+    Parameters
+    ----------
+    y_encoded : ndarray of shape (n_samples,)
+        Class indices.
+    max_size : int
+        At most this many (the estimators pass :data:`MAX_HELD_OUT`).
+
+    Returns
+    -------
+    index : ndarray of int
+        Sorted, ``min(n_samples, max_size)`` distinct indices.
+    """
+    n_samples = len(y_encoded)
+    if n_samples <= max_size:
+        return np.arange(n_samples)
+    by_class = np.argsort(y_encoded, kind="stable")
+    return np.sort(by_class[np.arange(max_size) * n_samples // max_size])
