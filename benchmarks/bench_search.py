@@ -64,8 +64,9 @@ def search_table(problem, methods, log):
                "n_train": len(problem["train_labels"]),
                "dim": problem["train_features"].shape[1], "n_test": len(test[1])}
         for label, calibration in (("", {}), ("_uncalibrated", {"calibration": None})):
-            plain_s = min(_fit(method, problem, **calibration)[1] for _ in range(3))
-            plain, _ = _fit(method, problem, **calibration)
+            plain_s = min(_fit(method, problem, search=None, **calibration)[1]
+                          for _ in range(3))
+            plain, _ = _fit(method, problem, search=None, **calibration)
             searched, search_s = _fit(method, problem, search="cv", **calibration)
             row.update({
                 f"plain_fit{label}_s": plain_s,
@@ -125,7 +126,7 @@ def trained_search(problem, log):
 def walls(methods, log):
     out = {}
     problem = synthetic_problem(10_000, 4, 1, dim=512)
-    clf, fit_s = _fit("tip-adapter", problem)
+    clf, fit_s = _fit("tip-adapter", problem, search=None)
     tracemalloc.start()
     start = time.perf_counter()
     clf.predict(problem["test_features"][:1])
@@ -139,7 +140,7 @@ def walls(methods, log):
     problem = synthetic_problem(10_000, 1, 1, dim=512)
     before = {"tip-adapter": "279 s for 3 trials", "semobridge": "80 s for 3 trials"}
     for method in methods:
-        plain_s = _fit(method, problem)[1]
+        plain_s = _fit(method, problem, search=None)[1]
         searched, search_s = _fit(method, problem, search="cv")
         out[f"search_10000x1_{method}"] = {
             "search_fit_s": search_s, "plain_fit_s": plain_s,

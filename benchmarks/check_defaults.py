@@ -28,11 +28,11 @@ from sklearn_cmm.protocol.report import mean_std
 #: method -> (estimator, the testbed text kwargs it takes, parameters beyond the defaults)
 METHODS = {
     "zero-shot": (ZeroShotClassifier, "zero-shot", {}),
-    "tip-adapter": (TipAdapterClassifier, "tip-adapter", {"search": "cv"}),
-    "tip-adapter-f": (TipAdapterClassifier, "tip-adapter", {"search": "cv", "train": True}),
+    "tip-adapter": (TipAdapterClassifier, "tip-adapter", {}),
+    "tip-adapter-f": (TipAdapterClassifier, "tip-adapter", {"train": True}),
     "cmm": (CrossModalMappingClassifier, "cmm", {}),
-    "semobridge": (SeMoBridgeClassifier, "semobridge", {"search": "cv"}),
-    "semobridge-t": (SeMoBridgeClassifier, "semobridge", {"search": "cv", "train": True}),
+    "semobridge": (SeMoBridgeClassifier, "semobridge", {}),
+    "semobridge-t": (SeMoBridgeClassifier, "semobridge", {"train": True}),
 }
 
 

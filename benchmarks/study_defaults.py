@@ -3,8 +3,8 @@
 For every test bed (:mod:`testbeds`), number of shots and seed, the few-shot training set,
 a disjoint validation draw of as many shots and the test set (all other images) are drawn
 with :func:`testbeds.split_shots`. Every candidate CMM configuration (:data:`CANDIDATES`)
-and the reference methods (:data:`BASELINES`: zero-shot, Tip-Adapter and SeMoBridge with
-``search="cv"``, otherwise at their defaults, given the test bed's text explicitly) are
+and the reference methods (:data:`BASELINES`: zero-shot, Tip-Adapter and SeMoBridge at their
+defaults, given the test bed's text explicitly) are
 fitted on the training shots and scored on both.
 
 The chosen configuration is the candidate with the best validation top-1 averaged over
@@ -67,11 +67,11 @@ CANDIDATES = {
     **{f"image-{w:g}": {"image_weight": w} for w in (0.0, 1.0, 2.0, 4.0)},
     "image-auto": {"image_weight": "auto"},
 }
-#: The reference methods, at their defaults except for ``search="cv"``.
+#: The reference methods, at their defaults (blends searched, ``search="cv"``).
 BASELINES = {
     "zero-shot": (ZeroShotClassifier, "zero-shot", {}),
-    "tip-adapter": (TipAdapterClassifier, "tip-adapter", {"search": "cv"}),
-    "semobridge": (SeMoBridgeClassifier, "semobridge", {"search": "cv"}),
+    "tip-adapter": (TipAdapterClassifier, "tip-adapter", {}),
+    "semobridge": (SeMoBridgeClassifier, "semobridge", {}),
 }
 
 

@@ -402,9 +402,16 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # With a shot draw or training and no seed, two fits differ.
-        tags.non_deterministic = self.random_state is None and self.n_shots is not None
+        # Unseeded, a shot draw (or the fit's own draws) differs between fits.
+        tags.non_deterministic = self.random_state is None and (
+            self.n_shots is not None or self._fit_draws()
+        )
         return tags
+
+    def _fit_draws(self):
+        """Whether the fit itself draws at random (besides ``n_shots``), e.g. a search's
+        candidates or validation folds."""
+        return False
 
 
 class ArraySummary:

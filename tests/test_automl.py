@@ -67,8 +67,9 @@ def semobridge_learner(text_encoder, class_names, templates):
         def __init__(self, task="classification", **config):
             super().__init__(task, **config)
             self.estimator_class = SeMoBridgeClassifier
-            self.params.update(
-                text_encoder=text_encoder, class_names=class_names, templates=templates
+            self.params.update(  # FLAML searches the blend: no search of its own
+                text_encoder=text_encoder, class_names=class_names, templates=templates,
+                search=None,
             )
 
         @classmethod
@@ -97,5 +98,6 @@ def test_flaml_automl_with_semobridge_as_custom_learner(bundled):
     assert set(automl.predict(X[test])) <= set(labels)  # FLAML decodes the labels back
     # The text side met the class names: as good as the same classifier fitted directly.
     direct = SeMoBridgeClassifier(text_encoder=text_encoder, templates=templates,
-                                  **automl.best_config).fit(X[train], labels[train])
+                                  search=None, **automl.best_config)
+    direct.fit(X[train], labels[train])
     np.testing.assert_array_equal(automl.predict(X[test]), direct.predict(X[test]))

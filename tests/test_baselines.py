@@ -85,7 +85,7 @@ def test_tip_adapter_search_uses_training_shots_only():
     searched = TipAdapterClassifier(
         text_features=T_bad, alpha=0.0, logit_scale=10.0, search="cv", random_state=0
     ).fit(X[tr], y[tr])
-    fixed = TipAdapterClassifier(text_features=T_bad, alpha=0.0, logit_scale=10.0)
+    fixed = TipAdapterClassifier(text_features=T_bad, alpha=0.0, logit_scale=10.0, search=None)
     fixed.fit(X[tr], y[tr])
     assert searched.alpha_ > 0
     assert 0 <= searched.search_score_ <= 1

@@ -82,6 +82,10 @@ def test_fresh_estimators_and_seeded_fits():
 def test_search_spaces_are_small():
     assert search_space("zero-shot") == [{}]
     assert all(len(search_space(name)) <= 7 for name in NAMES)
-    assert {"alpha": 1.0, "beta": 5.5} in search_space("tip-adapter")
+    assert {"alpha": 1.0, "beta": 5.5, "search": None} in search_space("tip-adapter")
+    # The grids' blends are fitted as given, not searched again by the default search="cv".
+    assert all(c["search"] is None for c in search_space("tip-adapter"))
     assert {"search": "cv", "n_search_trials": 50} in search_space("semobridge")
+    assert sum("search" not in c or c["search"] is not None
+               for c in search_space("semobridge")) == 1
     assert {"max_iter": 0} in search_space("cmm")

@@ -99,7 +99,7 @@ def fitted(data, **params):
 
 def test_decision_function_equals_the_notes_formula(data):
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, **BLEND)
+    clf = fitted(data, search=None, **BLEND)
     expected = notes_logits(X_train, y_train, text, W, X_test, BLEND)
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
     assert clf.bridge_ == "pinv" and clf.prototype_source_ == "text"
@@ -110,7 +110,7 @@ def test_decision_function_equals_the_notes_formula(data):
 def test_trained_decision_function_equals_the_notes_formula(data):
     X_train, y_train, X_test, _, text, W = data
     clf = fitted(data, train=True, early_stopping=False, max_iter=30, warmup_iter=5,
-                 learning_rate=1e-2, **BLEND)
+                 learning_rate=1e-2, search=None, **BLEND)
     assert clf.class_bias_.shape == (5, W.shape[0]) and np.abs(clf.class_bias_).sum() > 0
     assert not np.allclose(clf.projection_pinv_, explicit_pinv(W, 0.3))
     expected = notes_logits(
@@ -278,7 +278,8 @@ def test_semobridge_beats_zero_shot_and_needs_its_bridge():
 
     def semobridge(projection):
         return lambda text, W: SeMoBridgeClassifier(
-            text_features=text, text_encoder=None, text_projection=projection(W)
+            text_features=text, text_encoder=None, text_projection=projection(W),
+            random_state=0,
         )
 
     bridged = held_out_accuracies(semobridge(lambda W: W), seeds, 4)
@@ -406,9 +407,10 @@ def test_plain_fit_without_calibration_scores_no_held_out_shots(data, monkeypatc
         raise AssertionError("held-out scores computed for nothing")
 
     monkeypatch.setattr(semobridge, "loo_score_matrices", fail)
-    assert fitted(data, calibration=None).temperature_ == 1.0
-    with pytest.raises(AssertionError, match="for nothing"):
-        fitted(data)
+    assert fitted(data, calibration=None, search=None).temperature_ == 1.0
+    for params in ({"search": None}, {"calibration": None}):  # each needs them
+        with pytest.raises(AssertionError, match="for nothing"):
+            fitted(data, **params)
 
 
 def test_grid_search_over_shots_and_alpha():
@@ -464,7 +466,8 @@ def test_float32_input_matches_float64(data):
     # float32 features take a float32 product for the pseudo tokens (speed); the
     # fitted model must still agree with the float64 one to float32 precision.
     X_train, y_train, X_test, _, text, W = data
-    params = {"text_features": text, "text_projection": W, "text_encoder": None}
+    params = {"text_features": text, "text_projection": W, "text_encoder": None,
+              "random_state": 0}
     a = SeMoBridgeClassifier(**params).fit(X_train, y_train)
     b = SeMoBridgeClassifier(**params).fit(X_train.astype(np.float32), y_train)
     np.testing.assert_allclose(b.bridged_prototypes_, a.bridged_prototypes_, atol=1e-5)
@@ -639,7 +642,7 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
     from sklearn_cmm._math.calibration import fit_temperature, laplace_smoothing
 
     X_train, y_train, X_test, _, text, W = data
-    clf = fitted(data, **BLEND)
+    clf = fitted(data, search=None, **BLEND)
     logits = clf.decision_function(X_test)
     np.testing.assert_allclose(clf.predict_proba(X_test),
                                softmax(logits / clf.temperature_, axis=1), rtol=1e-10)

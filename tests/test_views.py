@@ -47,10 +47,11 @@ def _text(problem, estimator):
 # Fits that validate nothing on the shots.
 PLAIN = [
     (ZeroShotClassifier, {"text_features": None}),
-    (TipAdapterClassifier, {}),
+    (TipAdapterClassifier, {"search": None}),
     (CrossModalMappingClassifier, {"image_weight": 2.0}),
-    (SeMoBridgeClassifier, {}),
-    (SeMoBridgeClassifier, {"train": True, "early_stopping": False, "max_iter": 20}),
+    (SeMoBridgeClassifier, {"search": None}),
+    (SeMoBridgeClassifier, {"search": None, "train": True, "early_stopping": False,
+                            "max_iter": 20}),
 ]
 
 
@@ -130,7 +131,7 @@ def test_tip_adapter_duplicates_double_the_cache_and_leave_with_their_image(prob
     # A duplicated key doubles every kernel sum: alpha / 2 on duplicates is alpha on the
     # plain cache, the held-out logits (and so the temperature) included.
     X, y = problem["X"], problem["y"]
-    kwargs = {**_text(problem, TipAdapterClassifier), "beta": 3.0}
+    kwargs = {**_text(problem, TipAdapterClassifier), "beta": 3.0, "search": None}
     plain = TipAdapterClassifier(alpha=2.0, **kwargs).fit(X, y)
     doubled = TipAdapterClassifier(alpha=1.0, n_views=2, **kwargs).fit(np.hstack([X, X]), y)
     np.testing.assert_allclose(doubled.temperature_, plain.temperature_, rtol=1e-6)

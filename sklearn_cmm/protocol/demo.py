@@ -6,8 +6,8 @@ bundled held-out images once with :class:`~sklearn_cmm.CLIPFeaturizer` and, for 
 number of shots and seed, draws the few-shot training set with
 :class:`~sklearn_cmm.model_selection.FewShotSplit`, fits each method through
 :func:`~sklearn.model_selection.cross_validate` and scores top-1 on all remaining images.
-Tip-Adapter's and SeMoBridge's blend weights are chosen with ``search="cv"`` (leave-one-out
-on the training shots); everything else runs at its defaults.
+Every method runs at its defaults (Tip-Adapter's and SeMoBridge's blend weights are chosen
+by their default ``search="cv"``, on the training shots alone).
 Prints a table (mean ± std over seeds), writes it as CSV and JSON, and plots accuracy
 against shots.
 """
@@ -31,14 +31,6 @@ DEFAULT_SHOTS = "1,2,4,8,16"
 DEFAULT_SEEDS = "1,2,3"
 #: Methods of the demo, in the table's order (names of :mod:`sklearn_cmm.protocol.methods`).
 DEMO_METHODS = "zero-shot,linear-probe,tip-adapter,tip-adapter-f,cmm,semobridge,semobridge-t"
-#: Blend weights tuned by leave-one-out on the training shots alone (never the test
-#: images); every other parameter is the estimator's default.
-DEMO_PARAMS = {
-    "tip-adapter": {"search": "cv"},
-    "tip-adapter-f": {"search": "cv"},
-    "semobridge": {"search": "cv"},
-    "semobridge-t": {"search": "cv"},
-}
 
 
 def add_arguments(parser):
@@ -94,7 +86,6 @@ def _evaluate(features, y, class_text, methods, shots_list, seeds, device, verbo
             text_projection=class_text.text_projection,
             random_state=seed,
             device=device,
-            **DEMO_PARAMS.get(method, {}),
         )
         result = cross_validate(
             estimator, features, y, cv=FewShotSplit(shots, n_splits=1, random_state=seed),

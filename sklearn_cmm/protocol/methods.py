@@ -22,15 +22,16 @@ name               estimator                       validation candidates (why)
                                                    Tip-Adapter's own protocol grid-searches
                                                    these two on validation; the corners of its
                                                    usual range (defaults 1 and 5.5 included).
-                                                   Its ``search="cv"`` (leave-one-out on the
-                                                   shots) is left out: with 16,000 shots its
+                                                   Its default ``search="cv"`` (leave-one-out
+                                                   on the shots) is off: with 16,000 shots its
                                                    (shots x shots) kernel makes each trial cost
                                                    a full ImageNet prediction.
-``tip-adapter-f``  TipAdapterClassifier(train)     ``search="cv"`` only: the keys are trained
+``tip-adapter-f``  TipAdapterClassifier(train)     its defaults only: the keys are trained
                                                    (``max_iter=100`` full-batch AdamW steps)
                                                    on four validation folds of the shots and
                                                    on all of them, and ``alpha``, ``beta`` are
-                                                   searched on the folds' held-out shots (the
+                                                   searched (``search="cv"``) on the folds'
+                                                   held-out shots (the
                                                    authors search them on validation data);
                                                    the folds also decide whether the trained
                                                    keys beat the cache. Training dominates the
@@ -46,7 +47,8 @@ name               estimator                       validation candidates (why)
 ``semobridge``     SeMoBridgeClassifier            6 blends: the few-shot terms' weight
                                                    ``lambda2 = lambda3`` in {0.1, 0.3, 1} (how
                                                    far to trust the shots over the text) x the
-                                                   sharpness ``alpha = beta = gamma`` in {1, 4};
+                                                   sharpness ``alpha = beta = gamma`` in {1, 4}
+                                                   (``search=None``);
                                                    and ``search="cv"``, 50 random draws of all
                                                    7 weights in the authors' ranges scored
                                                    leave-one-out on the shots. A closed-form
@@ -138,13 +140,14 @@ METHODS = {
         Method("linear-probe", "Linear probe", _linear_probe,
                defaults={"max_iter": 300}, grid={"C": [0.01, 0.1, 1.0]}, uses_text=False),
         Method("tip-adapter", "Tip-Adapter", TipAdapterClassifier,
-               grid={"alpha": [1.0, 3.0], "beta": [1.0, 5.5]}),
+               grid={"alpha": [1.0, 3.0], "beta": [1.0, 5.5], "search": [None]}),
         Method("tip-adapter-f", "Tip-Adapter-F", TipAdapterClassifier,
-               defaults={"train": True}, extra=({"search": "cv"},)),
+               defaults={"train": True}),
         Method("cmm", "CMM", _cmm,
                grid={"triplet_weight": [0.0, 1.0]}, extra=({"max_iter": 0},)),
         Method("semobridge", "SeMoBridge", _semobridge,
-               extra=(*({"lambda2": w, "lambda3": w, "alpha": s, "beta": s, "gamma": s}
+               extra=(*({"lambda2": w, "lambda3": w, "alpha": s, "beta": s, "gamma": s,
+                         "search": None}
                         for w in (0.1, 0.3, 1.0) for s in (1.0, 4.0)),
                       {"search": "cv", "n_search_trials": 50})),
         Method("semobridge-t", "SeMoBridge-T", _semobridge,
