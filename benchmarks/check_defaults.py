@@ -79,16 +79,7 @@ def main(argv=None):
     parser = testbeds.study_parser(__doc__, "check_defaults.json")
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    methods = args.methods.split(",")
-    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
-    rows = []
-    for name in args.testbeds.split(","):
-        rows += run(testbeds.load_testbed(name), methods, shots_list, seeds)
-    testbeds.report_study(args, rows, table(rows, methods, shots_list))
-    return 0
+    return testbeds.run_study(args, args.methods.split(","), run, table)
 
 
 if __name__ == "__main__":

@@ -97,16 +97,7 @@ def main(argv=None):
                                    testbeds="fashion-tiny,fashion-tiny-b,synthetic-100")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    variants = args.variants.split(",")
-    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
-    rows = []
-    for name in args.testbeds.split(","):
-        rows += run(testbeds.load_testbed(name), variants, shots_list, seeds)
-    testbeds.report_study(args, rows, table(rows, variants, shots_list))
-    return 0
+    return testbeds.run_study(args, args.variants.split(","), run, table)
 
 
 if __name__ == "__main__":

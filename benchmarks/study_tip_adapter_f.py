@@ -26,9 +26,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 from sklearn_cmm import TipAdapterClassifier, baselines  # noqa: E402
 from sklearn_cmm.protocol.report import mean_std  # noqa: E402
 
@@ -93,14 +90,7 @@ def main(argv=None):
                                    testbeds="fashion-tiny,synthetic-100", shots="4,16")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    variants = args.variants.split(",")
-    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
-    rows = []
-    for name in args.testbeds.split(","):
-        rows += run(testbeds.load_testbed(name), variants, shots_list, seeds)
-    testbeds.report_study(args, rows, table(rows, variants, shots_list))
-    return 0
+    return testbeds.run_study(args, args.variants.split(","), run, table)
 
 
 if __name__ == "__main__":

@@ -105,16 +105,8 @@ def main(argv=None):
     parser = testbeds.study_parser(__doc__, "study_views.json")
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "zero-shot"))
     args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
-    methods = args.methods.split(",")
-    shots_list, seeds = testbeds.int_list(args.shots), testbeds.int_list(args.seeds)
-    rows = []
-    for name in args.testbeds.split(","):
-        rows += run(name, methods, shots_list, seeds)
-    testbeds.report_study(args, rows, table(rows, methods, shots_list), views=VIEWS)
-    return 0
+    return testbeds.run_study(args, args.methods.split(","), run, table,
+                              load=lambda name: name, views=VIEWS)
 
 
 if __name__ == "__main__":

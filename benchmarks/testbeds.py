@@ -325,6 +325,20 @@ def report_study(args, rows, text, **extra):
                           "seeds": int_list(args.seeds), **extra, "rows": rows, "table": text})
 
 
+def run_study(args, names, run, table, load=load_testbed, **extra):
+    """Run a study on one thread: ``run(load(testbed), names, shots, seeds)`` for every
+    test bed of ``args``, then :func:`report_study` with ``table(rows, names, shots)``."""
+    import torch
+
+    torch.set_num_threads(1)
+    shots_list, seeds = int_list(args.shots), int_list(args.seeds)
+    rows = []
+    for name in args.testbeds.split(","):
+        rows += run(load(name), names, shots_list, seeds)
+    report_study(args, rows, table(rows, names, shots_list), **extra)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["train-b", "show"])
