@@ -31,8 +31,8 @@ name               estimator                       validation candidates (why)
                                                    on four validation folds of the shots and
                                                    on all of them, and ``alpha``, ``beta`` are
                                                    searched (``search="cv"``) on the folds'
-                                                   held-out shots (the
-                                                   authors search them on validation data);
+                                                   held-out shots (the authors search them on
+                                                   validation data);
                                                    the folds also decide whether the trained
                                                    keys beat the cache. Training dominates the
                                                    cost: a step is ``~6 N^2 dim`` flops for
