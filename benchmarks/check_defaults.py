@@ -13,9 +13,6 @@ Usage::
 
 import time
 
-import numpy as np
-from sklearn.metrics import log_loss
-
 import testbeds
 from sklearn_cmm import (
     CrossModalMappingClassifier,
@@ -47,12 +44,10 @@ def run(bed, methods, shots_list, seeds):
                 start = time.process_time()
                 clf.fit(bed.X[train], bed.y[train])
                 fit_s = time.process_time() - start
-                proba = clf.predict_proba(bed.X[test])
+                accuracy, loss = testbeds.top1_and_log_loss(clf, bed.X[test], bed.y[test])
                 rows.append({
                     "testbed": bed.name, "method": method, "shots": shots, "seed": seed,
-                    "accuracy": float(np.mean(clf.classes_[proba.argmax(1)] == bed.y[test])),
-                    "log_loss": float(log_loss(bed.y[test], proba, labels=clf.classes_)),
-                    "fit_cpu_s": fit_s,
+                    "accuracy": accuracy, "log_loss": loss, "fit_cpu_s": fit_s,
                 })
                 print(f"{bed.name} {method} {shots}-shot seed {seed}: "
                       f"{100 * rows[-1]['accuracy']:.2f}% in {fit_s:.1f} CPU-s", flush=True)

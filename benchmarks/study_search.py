@@ -21,8 +21,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-from sklearn.metrics import log_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbeds  # noqa: E402
@@ -61,11 +59,8 @@ def run(bed, variants, shots_list, seeds):
                 row = {"testbed": bed.name, "variant": variant, "shots": shots, "seed": seed,
                        "fit_cpu_s": time.process_time() - start}
                 for split, index in zip(SPLITS, (val, test)):
-                    proba = clf.predict_proba(bed.X[index])
-                    row[f"{split}_accuracy"] = float(
-                        np.mean(clf.classes_[proba.argmax(1)] == bed.y[index]))
-                    row[f"{split}_log_loss"] = float(
-                        log_loss(bed.y[index], proba, labels=clf.classes_))
+                    row[f"{split}_accuracy"], row[f"{split}_log_loss"] = (
+                        testbeds.top1_and_log_loss(clf, bed.X[index], bed.y[index]))
                 rows.append(row)
                 print(f"{bed.name} {variant} {shots}-shot seed {seed}: val "
                       f"{100 * row['val_accuracy']:.2f}% / test {100 * row['test_accuracy']:.2f}%"

@@ -325,6 +325,15 @@ def report_study(args, rows, text, **extra):
                           "seeds": int_list(args.seeds), **extra, "rows": rows, "table": text})
 
 
+def top1_and_log_loss(clf, X, y):
+    """Top-1 accuracy and log-loss of a fitted classifier's ``predict_proba`` on ``X, y``."""
+    from sklearn.metrics import log_loss
+
+    proba = clf.predict_proba(X)
+    return (float(np.mean(clf.classes_[proba.argmax(1)] == y)),
+            float(log_loss(y, proba, labels=clf.classes_)))
+
+
 def run_study(args, names, run, table, load=load_testbed, **extra):
     """Run a study on one thread: ``run(load(testbed), names, shots, seeds)`` for every
     test bed of ``args``, then :func:`report_study` with ``table(rows, names, shots)``."""
