@@ -21,7 +21,6 @@ import time
 import warnings
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbeds  # noqa: E402
 
