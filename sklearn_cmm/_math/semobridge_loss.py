@@ -10,7 +10,7 @@ one-hot matrices) computed once.
 
 import torch
 
-from .unit_rows import unit_rows as _unit_rows, unit_rows_grad as _unit_rows_grad
+from .unit_rows import NORM_EPS, unit_rows as _unit_rows, unit_rows_grad as _unit_rows_grad
 
 TERM_NAMES = ("img", "txtp", "txte", "consistency", "bias_norm")
 
@@ -80,13 +80,15 @@ class SeMoBridgeTLoss:
         self.eye = torch.eye(n_classes, dtype=f.dtype, device=f.device)
         self.onehot_T = self.onehot.T.contiguous()  # the targets of the class-major scores
         self.onehot_flat = self.onehot_T.reshape(-1)
-        self.no_bias_norm = torch.zeros((), dtype=f.dtype, device=f.device)
+        # also the ignored input of the scaled products (addmm with beta=0)
+        self.zero = torch.zeros((), dtype=f.dtype, device=f.device)
         # The terms in TERM_NAMES order are the cross-entropies' sums of target
-        # log-probabilities over -(rows) and the bias term; the total weighs them. As two
-        # vector operations rather than a dozen scalar ones, which cost more than the
-        # products at few-shot sizes.
-        self.term_divisors = torch.tensor([-len(f), -n_classes, -n_classes, -len(f), 1.0],
-                                          dtype=f.dtype, device=f.device)
+        # log-probabilities over -(rows) and the bias norms' squared deviations over
+        # n_classes; the total weighs them. As two vector operations rather than a dozen
+        # scalar ones, which cost more than the products at few-shot sizes.
+        self.term_divisors = torch.tensor(
+            [-len(f), -n_classes, -n_classes, -len(f), n_classes],
+            dtype=f.dtype, device=f.device)
         self.weights = (float(image_weight), float(text_weight), float(consistency_weight),
                         float(bias_norm_weight))
         w_img, w_text, w_cons, w_bias = self.weights
@@ -132,12 +134,15 @@ class SeMoBridgeTLoss:
         log_txtp, r_txtp = _log_softmax_and_residual(self.T_unit @ F_hat.T, self.eye)
         log_txte, r_txte = _log_softmax_and_residual(self.pre_unit @ E.T, self.eye)
         log_cons, r_cons = _log_softmax_and_residual(F_hat @ f_hat_unit.T, self.onehot_T)
+        # Python numbers in an elementwise operation become tensors converted at every
+        # call (some 3 microseconds each on a CPU): constants go in as Scalar arguments
+        # (alpha, value) or as tensors made once.
         if bias is None:
-            bias_norm = self.no_bias_norm
+            bias_norm = self.zero
         else:
             bias_norms = torch.linalg.vector_norm(bias, dim=1)
-            deviation = bias_norms - bias_norms.mean()
-            bias_norm = torch.dot(deviation, deviation).div_(n_classes)
+            deviation = bias_norms.sub(bias_norms.sum(), alpha=1 / n_classes)
+            bias_norm = torch.dot(deviation, deviation)
         # each cross-entropy: minus the mean log-probability of the targets
         terms = torch.stack([
             torch.dot(log_img.reshape(-1), self.onehot_flat), log_txtp.trace(),
@@ -147,13 +152,13 @@ class SeMoBridgeTLoss:
 
         # d total / d F_hat from the three terms that use the bridged prototypes
         d_F_hat = torch.addmm(
-            torch.mm(r_cons, f_hat_unit).mul_(w_cons / n), r_img, self.f_unit_scaled,
+            self._scaled_mm(r_cons, f_hat_unit, w_cons / n), r_img, self.f_unit_scaled,
             alpha=w_img / n,
         ).addmm_(r_txtp.T, self.T_unit, alpha=w_text / 2 / n_classes)
-        d_E = torch.mm(r_txte.T, self.pre_unit).mul_(w_text / 2 / n_classes)
+        d_E = self._scaled_mm(r_txte.T, self.pre_unit, w_text / 2 / n_classes)
         # back through the normalisations and the class means (matrix products)
         d_f_hat = _unit_rows_grad(f_hat_unit, f_hat_norm,
-                                  torch.mm(r_cons.T, F_hat).mul_(w_cons / n))
+                                  self._scaled_mm(r_cons.T, F_hat, w_cons / n))
         d_f_hat.addmm_(self.class_mean.T, _unit_rows_grad(F_hat, F_norm, d_F_hat))
         d_e = torch.addmm(self.class_mean.T @ _unit_rows_grad(E, E_norm, d_E), d_f_hat,
                           self.W.T)
@@ -162,12 +167,16 @@ class SeMoBridgeTLoss:
         d_bias = None
         if bias is not None:
             d_bias = self.onehot.T @ d_tokens
-            # variance of the norms: 2 (||b_c|| - mean) / n_classes along b_c / ||b_c||
-            # (0 at b_c = 0, as torch's norm gradient there)
-            pull = (2 * w_bias / n_classes) * deviation
-            pull = torch.where(bias_norms > 0, pull / bias_norms, 0.0)
-            d_bias.addcmul_(bias, pull[:, None])
+            # variance of the norms: 2 (||b_c|| - mean) / n_classes along b_c / ||b_c||;
+            # 0 at b_c = 0, as torch's norm gradient there: the row is 0, the floored
+            # norm keeps its factor finite
+            pull = deviation.div_(bias_norms.clamp_min_(NORM_EPS))
+            d_bias.addcmul_(bias, pull[:, None], value=2 * w_bias / n_classes)
         return total, terms, d_pinv, d_bias
+
+    def _scaled_mm(self, a, b, scale):
+        """``scale * (a @ b)`` in one call (a product and a scaling cost two)."""
+        return torch.addmm(self.zero, a, b, beta=0, alpha=scale)
 
 
 class _LossFunction(torch.autograd.Function):
