@@ -1,5 +1,6 @@
 """SeMoBridge: bridge image embeddings into CLIP's text modality, closed form or trained."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -63,6 +64,14 @@ def _search_accuracies(parts, candidates):
     return blend_accuracies(
         [(*z, class_divergence(F_bar, T_fold), y) for z, F_bar, T_fold, y in parts], candidates
     )
+
+
+def _zero_shot_blend(blend):
+    """``blend`` without its image terms: ``lambda1 exp(-alpha (1 - z1))`` alone, which
+    ranks the classes as the zero-shot cosines do (``lambda1`` and ``alpha`` set to 1
+    where they are 0, so that it ranks at all)."""
+    return {**blend, "lambda1": blend["lambda1"] or 1.0, "alpha": blend["alpha"] or 1.0,
+            "lambda2": 0.0, "lambda3": 0.0}
 
 
 def _pooled_rows(parts, rows):
@@ -239,6 +248,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
         The blend used: the parameters, or the search's choice.
     search_score_ : float or None
         Accuracy of the chosen blend on the shots it was searched on (``search="cv"``).
+        When no candidate beats chance there (``search_score_ <= 1 / n_classes``: at one
+        shot a class, the held-out shots cannot see the image terms, and on many classes
+        every candidate can fail them), the blend falls back to its zero-shot term
+        (``lambda2_ = lambda3_ = 0``) with a ``UserWarning``.
     loss_curve_ : ndarray of shape (`best_iter_`,) or None
         SeMoBridge-T's loss before each step of the final training; None without one.
     n_iter_ : int
@@ -516,6 +529,16 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
                 accuracies = _search_accuracies(validated, candidates)
             best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
             blend, self.search_score_ = candidates[best], float(accuracies[best])
+            if self.search_score_ <= 1 / n_classes:
+                blend = _zero_shot_blend(blend)
+                warnings.warn(
+                    f"search='cv' found no blend above chance on the held-out shots (best "
+                    f"accuracy {self.search_score_:.3g}, chance {1 / n_classes:.3g}): "
+                    "SeMoBridge falls back to its zero-shot term (lambda2_ = lambda3_ = 0). "
+                    "With one shot a class the held-out shots cannot judge the image "
+                    "terms; with two or more they can.",
+                    UserWarning,
+                )
         if self.calibration is not None:
             # Honest logits for the temperature of predict_proba, taken (and dropped) by
             # _calibration_logits: the held-out scores the blend was searched on, except

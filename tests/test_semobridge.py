@@ -371,6 +371,35 @@ def test_search_chooses_the_brute_force_best_blend(data):
     assert len(set(accuracies)) > 3  # the candidates differ, so the check has teeth
 
 
+@pytest.mark.parametrize("above_chance", [0.0, 1e-9])
+def test_search_without_a_blend_above_chance_falls_back_to_zero_shot(data, monkeypatch,
+                                                                   above_chance):
+    # Every candidate scores the same on the held-out shots: exactly chance (1 / 5 classes)
+    # or less is no evidence for any blend, a hair above it keeps the first candidate.
+    import warnings
+
+    from sklearn_cmm import semobridge
+
+    score = 1 / 5 + above_chance
+    monkeypatch.setattr(semobridge, "_search_accuracies",
+                        lambda parts, candidates: np.full(len(candidates), score))
+    X_train, y_train, X_test, _, text, _ = data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = fitted(data, search="cv", n_search_trials=10, random_state=0, alpha=0.0)
+    fell_back = [w for w in caught if "no blend above chance" in str(w.message)]
+    assert clf.search_score_ == score
+    if above_chance:
+        assert not fell_back
+        assert (clf.alpha_, clf.lambda2_, clf.lambda3_) == (0.0, 1.0, 1.0)  # the defaults
+        return
+    assert len(fell_back) == 1 and fell_back[0].category is UserWarning
+    # the image terms are off and the zero-shot term ranks (alpha 0 would make it constant)
+    assert (clf.lambda2_, clf.lambda3_, clf.alpha_, clf.lambda1_) == (0.0, 0.0, 1.0, 1.0)
+    zero_shot = ZeroShotClassifier(text_features=text, text_encoder=None).fit(X_train, y_train)
+    np.testing.assert_array_equal(clf.predict(X_test), zero_shot.predict(X_test))
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_search_scores_a_reproducible_subset_of_held_out_shots_at_scale(data, monkeypatch, train):
     from sklearn_cmm import semobridge
