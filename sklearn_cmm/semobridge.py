@@ -535,8 +535,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
                     f"search='cv' found no blend above chance on the held-out shots (best "
                     f"accuracy {self.search_score_:.3g}, chance {1 / n_classes:.3g}): "
                     "SeMoBridge falls back to its zero-shot term (lambda2_ = lambda3_ = 0). "
-                    "With one shot a class the held-out shots cannot judge the image "
-                    "terms; with two or more they can.",
+                    "This is most likely at one shot a class, where the held-out shots "
+                    "cannot judge the image terms.",
                     UserWarning,
                 )
         if self.calibration is not None:
