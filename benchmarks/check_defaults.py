@@ -11,8 +11,6 @@ Usage::
     python benchmarks/check_defaults.py --testbeds fashion-tiny,fashion-tiny-b --shots 1,4,16
 """
 
-import time
-
 import testbeds
 from sklearn_cmm import (
     CrossModalMappingClassifier,
@@ -35,22 +33,15 @@ METHODS = {
 
 def run(bed, methods, shots_list, seeds):
     rows = []
-    for shots in shots_list:
-        for seed in seeds:
-            train, _, test = testbeds.split_shots(bed.y, shots, seed)
-            for method in methods:
-                estimator, text_of, params = METHODS[method]
-                clf = estimator(**bed.text_kwargs(text_of), random_state=seed, **params)
-                start = time.process_time()
-                clf.fit(bed.X[train], bed.y[train])
-                fit_s = time.process_time() - start
-                accuracy, loss = testbeds.top1_and_log_loss(clf, bed.X[test], bed.y[test])
-                rows.append({
-                    "testbed": bed.name, "method": method, "shots": shots, "seed": seed,
-                    "accuracy": accuracy, "log_loss": loss, "fit_cpu_s": fit_s,
-                })
-                print(f"{bed.name} {method} {shots}-shot seed {seed}: "
-                      f"{100 * rows[-1]['accuracy']:.2f}% in {fit_s:.1f} CPU-s", flush=True)
+    for shots, seed, method, (_, _, test), clf, fit_s in testbeds.fitted_variants(
+            bed, METHODS, methods, shots_list, seeds):
+        accuracy, loss = testbeds.top1_and_log_loss(clf, bed.X[test], bed.y[test])
+        rows.append({
+            "testbed": bed.name, "method": method, "shots": shots, "seed": seed,
+            "accuracy": accuracy, "log_loss": loss, "fit_cpu_s": fit_s,
+        })
+        print(f"{bed.name} {method} {shots}-shot seed {seed}: "
+              f"{100 * rows[-1]['accuracy']:.2f}% in {fit_s:.1f} CPU-s", flush=True)
     return rows
 
 

@@ -17,7 +17,6 @@ Results: ``benchmarks/results/study_search.json`` (``--out``).
 """
 
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -47,23 +46,17 @@ SPLITS = ("val", "test")
 
 def run(bed, variants, shots_list, seeds):
     rows = []
-    for shots in shots_list:
-        for seed in seeds:
-            train, val, test = testbeds.split_shots(bed.y, shots, seed)
-            for variant in variants:
-                estimator, text_of, params = VARIANTS[variant]
-                clf = estimator(**bed.text_kwargs(text_of), random_state=seed, **params)
-                start = time.process_time()
-                clf.fit(bed.X[train], bed.y[train])
-                row = {"testbed": bed.name, "variant": variant, "shots": shots, "seed": seed,
-                       "fit_cpu_s": time.process_time() - start}
-                for split, index in zip(SPLITS, (val, test)):
-                    row[f"{split}_accuracy"], row[f"{split}_log_loss"] = (
-                        testbeds.top1_and_log_loss(clf, bed.X[index], bed.y[index]))
-                rows.append(row)
-                print(f"{bed.name} {variant} {shots}-shot seed {seed}: val "
-                      f"{100 * row['val_accuracy']:.2f}% / test {100 * row['test_accuracy']:.2f}%"
-                      f" in {row['fit_cpu_s']:.1f} CPU-s", flush=True)
+    for shots, seed, variant, (_, val, test), clf, fit_s in testbeds.fitted_variants(
+            bed, VARIANTS, variants, shots_list, seeds):
+        row = {"testbed": bed.name, "variant": variant, "shots": shots, "seed": seed,
+               "fit_cpu_s": fit_s}
+        for split, index in zip(SPLITS, (val, test)):
+            row[f"{split}_accuracy"], row[f"{split}_log_loss"] = (
+                testbeds.top1_and_log_loss(clf, bed.X[index], bed.y[index]))
+        rows.append(row)
+        print(f"{bed.name} {variant} {shots}-shot seed {seed}: val "
+              f"{100 * row['val_accuracy']:.2f}% / test {100 * row['test_accuracy']:.2f}%"
+              f" in {row['fit_cpu_s']:.1f} CPU-s", flush=True)
     return rows
 
 

@@ -334,6 +334,27 @@ def top1_and_log_loss(clf, X, y):
             float(log_loss(y, proba, labels=clf.classes_)))
 
 
+def fitted_variants(bed, specs, names, shots_list, seeds):
+    """Fit each named spec on the training shots of every shot count and seed.
+
+    ``specs[name]`` is ``(estimator class, the test bed text it takes, its parameters)``;
+    each is built with this test bed's text (:meth:`Testbed.text_kwargs`) and
+    ``random_state=seed``. Yields ``shots, seed, name, (train, val, test), clf`` and the
+    fit's CPU seconds.
+    """
+    import time
+
+    for shots in shots_list:
+        for seed in seeds:
+            split = split_shots(bed.y, shots, seed)
+            for name in names:
+                estimator, text_of, params = specs[name]
+                clf = estimator(**bed.text_kwargs(text_of), random_state=seed, **params)
+                start = time.process_time()
+                clf.fit(bed.X[split[0]], bed.y[split[0]])
+                yield shots, seed, name, split, clf, time.process_time() - start
+
+
 def run_study(args, names, run, table, load=load_testbed, **extra):
     """Run a study on one thread: ``run(load(testbed), names, shots, seeds)`` for every
     test bed of ``args``, then :func:`report_study` with ``table(rows, names, shots)``."""

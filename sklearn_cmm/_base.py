@@ -414,6 +414,16 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         return False
 
 
+class SearchedBlendMixin:
+    """For a classifier with ``search``, ``train`` and ``calibration`` whose fit draws:
+    the search's candidates, the training's validation folds, and beyond
+    ``MAX_HELD_OUT`` shots the held-out shots that are scored (see
+    :meth:`FewShotClassifierBase._fit_draws`)."""
+
+    def _fit_draws(self):
+        return self.search is not None or self.train or self.calibration is not None
+
+
 class ArraySummary:
     """Stands for an array in a repr: its type, shape and dtype, ``<ndarray (10, 512) float32>``.
 

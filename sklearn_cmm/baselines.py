@@ -5,7 +5,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import FewShotClassifierBase, class_prototypes, fill_doc
+from ._base import FewShotClassifierBase, SearchedBlendMixin, class_prototypes, fill_doc
 from ._device import check_device
 from ._math.basic import l2_normalize, loo_prototype_cosine, view_rows
 from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
@@ -139,7 +139,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
 
 
 @fill_doc
-class TipAdapterClassifier(FewShotClassifierBase):
+class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
     """Tip-Adapter: zero-shot logits plus a cache model of the shots, training-free or trained.
 
     ``logits = logit_scale * cos(x, T) + alpha * exp(-beta * (1 - x_n @ K.T)) @ L``, with
@@ -500,10 +500,6 @@ class TipAdapterClassifier(FewShotClassifierBase):
             len(self.classes_), self.logit_scale, self.alpha_, self.beta_,
         )
 
-    def _fit_draws(self):
-        # The search's candidates, the training's validation folds, and beyond
-        # MAX_HELD_OUT shots the held-out shots that are scored.
-        return self.search is not None or self.train or self.calibration is not None
 
 
 def _cache_logits(queries, prototypes, keys, labels, n_classes, logit_scale, alpha, beta):

@@ -8,7 +8,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import FewShotClassifierBase, class_prototypes, fill_doc
+from ._base import FewShotClassifierBase, SearchedBlendMixin, class_prototypes, fill_doc
 from ._math.basic import l2_normalize
 from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
 from ._math.semobridge import (
@@ -85,7 +85,8 @@ def _pooled_rows(parts, rows):
 
 
 @fill_doc
-class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, FewShotClassifierBase):
+class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                           SearchedBlendMixin, FewShotClassifierBase):
     """SeMoBridge: few-shot CLIP classification through a semantic modality bridge.
 
     An image embedding ``f`` is mapped into the text modality through the pseudo-inverse of
@@ -709,10 +710,6 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Fe
             self.lambda1_, self.lambda2_, self.lambda3_,
         )
 
-    def _fit_draws(self):
-        # The search's candidates, the training's validation folds, and beyond
-        # MAX_HELD_OUT shots the held-out shots that are scored.
-        return self.search is not None or self.train or self.calibration is not None
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         return self.__dict__.pop("_held_out_logits")
