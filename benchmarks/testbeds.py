@@ -307,12 +307,28 @@ def study_parser(doc, out_name, *, testbeds="fashion-tiny,fashion-tiny-b", shots
     parser.add_argument("--shots", default=shots)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / out_name)
+    parser.add_argument(
+        "--update", action="store_true",
+        help="replace in --out only the rows this run measures (same test bed, method or "
+             "variant, shots and seed), keep the others and rebuild the table from all")
     return parser
 
 
 def int_list(text):
     """``"1,4,16"`` as ``[1, 4, 16]``."""
     return [int(item) for item in text.split(",")]
+
+
+#: What identifies a study's row (a cell and seed); the other keys are its measurements.
+ROW_KEYS = ("testbed", "method", "variant", "shots", "seed")
+
+
+def _row_key(row):
+    return tuple(row.get(key) for key in ROW_KEYS)
+
+
+def _command():
+    return " ".join(["python", *sys.argv])
 
 
 def report_study(args, rows, text, **extra):
@@ -322,7 +338,29 @@ def report_study(args, rows, text, **extra):
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {**run_environment(), "shots": int_list(args.shots),
-                          "seeds": int_list(args.seeds), **extra, "rows": rows, "table": text})
+                          "seeds": int_list(args.seeds), **extra, "rows": rows, "table": text,
+                          "commands": [_command()]})
+
+
+def _updated_study(args, rows, table):
+    """``args.out``'s record with ``rows`` in place of the rows they measure again; the
+    others, the first run's environment and every run's command are kept."""
+    from sklearn_cmm.protocol.report import run_environment
+
+    record = json.loads(args.out.read_text())
+    new = {_row_key(row): row for row in rows}
+    old = {_row_key(row) for row in record["rows"]}
+    merged = ([new.get(_row_key(row), row) for row in record["rows"]]  # in place: same order
+              + [row for key, row in new.items() if key not in old])
+    names = list(dict.fromkeys(row.get("method", row.get("variant")) for row in merged))
+    shots = sorted({row["shots"] for row in merged})
+    record.update(
+        rows=merged, table=table(merged, names, shots), shots=shots,
+        seeds=sorted({row["seed"] for row in merged}),
+        commands=[*record.get("commands", []), _command()],
+        updated=[*record.get("updated", []), run_environment()["date"]],
+    )
+    return record
 
 
 def top1_and_log_loss(clf, X, y):
@@ -357,7 +395,8 @@ def fitted_variants(bed, specs, names, shots_list, seeds):
 
 def run_study(args, names, run, table, load=load_testbed, **extra):
     """Run a study on one thread: ``run(load(testbed), names, shots, seeds)`` for every
-    test bed of ``args``, then :func:`report_study` with ``table(rows, names, shots)``."""
+    test bed of ``args``, then :func:`report_study` with ``table(rows, names, shots)``
+    (with ``--update``, the rows replace theirs in the existing file instead)."""
     import torch
 
     torch.set_num_threads(1)
@@ -365,6 +404,13 @@ def run_study(args, names, run, table, load=load_testbed, **extra):
     rows = []
     for name in args.testbeds.split(","):
         rows += run(load(name), names, shots_list, seeds)
+    if args.update and args.out.is_file():
+        from sklearn_cmm.protocol.report import write_json
+
+        record = _updated_study(args, rows, table)
+        print(record["table"])
+        write_json(args.out, record)
+        return 0
     report_study(args, rows, table(rows, names, shots_list), **extra)
     return 0
 

@@ -387,7 +387,7 @@ def test_search_without_a_blend_above_chance_falls_back_to_zero_shot(data, monke
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         clf = fitted(data, search="cv", n_search_trials=10, random_state=0, alpha=0.0)
-    fell_back = [w for w in caught if "no blend above chance" in str(w.message)]
+    fell_back = [w for w in caught if "falls back to its zero-shot term" in str(w.message)]
     assert clf.search_score_ == score
     if above_chance:
         assert not fell_back
@@ -398,6 +398,40 @@ def test_search_without_a_blend_above_chance_falls_back_to_zero_shot(data, monke
     assert (clf.lambda2_, clf.lambda3_, clf.alpha_, clf.lambda1_) == (0.0, 0.0, 1.0, 1.0)
     zero_shot = ZeroShotClassifier(text_features=text, text_encoder=None).fit(X_train, y_train)
     np.testing.assert_array_equal(clf.predict(X_test), zero_shot.predict(X_test))
+
+
+@pytest.mark.parametrize("above_floor", [0.0, 1e-9])
+def test_search_falls_back_when_the_best_blend_keeps_a_quarter_of_zero_shot(data, monkeypatch,
+                                                                          above_floor):
+    # The zero-shot blend (no image terms) scores 0.96 on the held-out shots, every
+    # candidate a quarter of that (above chance, 1 / 5): that or less falls back.
+    import warnings
+
+    from sklearn_cmm import semobridge
+
+    zero_shot_score = 0.96
+    score = semobridge.FALLBACK_SCORE_RATIO * zero_shot_score + above_floor
+    assert score > 1 / 5
+    scored = []
+
+    def accuracies(parts, candidates):
+        scored.append(parts)
+        return np.array([zero_shot_score if c["lambda2"] == c["lambda3"] == 0 else score
+                         for c in candidates])
+
+    monkeypatch.setattr(semobridge, "_search_accuracies", accuracies)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf = fitted(data, search="cv", n_search_trials=10, random_state=0, alpha=3.0,
+                     lambda1=0.5)
+    fell_back = [w for w in caught if "falls back to its zero-shot term" in str(w.message)]
+    assert scored[0] is scored[1]  # both on the same held-out shots
+    assert clf.search_score_ == score
+    assert len(fell_back) == (not above_floor)
+    # the first candidate (the given values) wins the tie; the fallback is the zero-shot
+    # term at the default alpha = lambda1 = 1, whatever the candidate's
+    expected = (3.0, 0.5, 1.0, 1.0) if above_floor else (1.0, 1.0, 0.0, 0.0)
+    assert (clf.alpha_, clf.lambda1_, clf.lambda2_, clf.lambda3_) == expected
 
 
 @pytest.mark.parametrize("train", [False, True])
