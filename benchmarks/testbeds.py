@@ -21,6 +21,10 @@ Test beds (:data:`TESTBEDS`):
     The protocol's real-shaped synthetic features
     (:func:`sklearn_cmm.protocol.synthetic.synthetic_problem`, ImageNet's difficulty),
     512-d, 100 and 1000 classes, with a text projection and pre-projection features.
+``"unseen-50"``, ``"unseen-200"``, ``"unseen-30"`` (:data:`UNSEEN_TESTBEDS`)
+    Generated the same way with other generator seeds, class counts (50, 200, 30),
+    dimension (256 for ``unseen-200``) and difficulty (easier for ``unseen-200``, harder
+    for ``unseen-30``): for checking that a choice made on the four beds above transfers.
 
 The fashion features are computed once and cached as ``.npz`` files in
 :data:`CACHE_DIR` (``$SKLEARN_CMM_TESTBED_CACHE``, default
@@ -51,9 +55,20 @@ TESTBEDS = ("fashion-tiny", "fashion-tiny-b", "synthetic-100", "synthetic-1000")
 #: Model B's caption regime: these classes' captions never use their zero-shot name.
 B_SYNONYM_ONLY_CLASSES = ("t-shirt", "coat", "dress")
 B_SEED = 1
-#: Images per class of the synthetic pools: enough for 16 training + 16 validation shots
-#: and a test set.
-SYNTHETIC_POOL = {"synthetic-100": 132, "synthetic-1000": 64}
+#: Synthetic test beds: :func:`~sklearn_cmm.protocol.synthetic.synthetic_problem`'s
+#: arguments (defaults: 512-d, ImageNet's difficulty ``sigma=1.1, tau=0.9``, generator
+#: seed 0) and ``pool``, the images per class (training, validation and test shots).
+SYNTHETIC = {
+    "synthetic-100": {"n_classes": 100, "pool": 132},
+    "synthetic-1000": {"n_classes": 1000, "pool": 64},
+    "unseen-50": {"n_classes": 50, "pool": 96, "seed": 7},
+    "unseen-200": {"n_classes": 200, "pool": 96, "dim": 256, "sigma": 0.8, "tau": 0.7,
+                   "seed": 11},
+    "unseen-30": {"n_classes": 30, "pool": 96, "sigma": 1.3, "tau": 1.1, "seed": 3},
+}
+#: Generated beds no default was chosen on, for checking that a choice transfers: other
+#: generator seeds, class counts, dimension and difficulty (not in :data:`TESTBEDS`).
+UNSEEN_TESTBEDS = ("unseen-50", "unseen-200", "unseen-30")
 #: Bump when the cached arrays' content changes.
 CACHE_VERSION = 1
 
@@ -239,10 +254,10 @@ def _featurize_fashion(name, cache_dir):
 def _synthetic(name):
     from sklearn_cmm.protocol.synthetic import synthetic_problem
 
-    n_classes = int(name.split("-")[1])
-    pool = SYNTHETIC_POOL[name]
+    spec = {"dim": 512, "sigma": 1.1, "tau": 0.9, "seed": 0, **SYNTHETIC[name]}
+    n_classes, pool = spec.pop("n_classes"), spec.pop("pool")
     # One pool per class (the generator's train and test draws pooled), split by seed.
-    arrays = synthetic_problem(n_classes, 32, pool - 32, dim=512, seed=0)
+    arrays = synthetic_problem(n_classes, 32, pool - 32, **spec)
     X = np.concatenate([arrays["train_features"], arrays["test_features"]])
     y = np.concatenate([arrays["train_labels"], arrays["test_labels"]]).astype(np.int64)
     return Testbed(
@@ -253,7 +268,7 @@ def _synthetic(name):
         pre_projection=arrays["pre_projection_text_features"],
         logit_scale=None,
         info={"generator": "sklearn_cmm.protocol.synthetic.synthetic_problem",
-              "n_classes": n_classes, "dim": 512, "images_per_class": pool, "seed": 0},
+              "n_classes": n_classes, "images_per_class": pool, **spec},
     )
 
 
@@ -270,12 +285,11 @@ def load_testbed(name, cache_dir=CACHE_DIR):
     -------
     Testbed
     """
-    if name.startswith("synthetic-"):
-        if name not in SYNTHETIC_POOL:
-            raise ValueError(f"Unknown test bed {name!r}; choose from {TESTBEDS}.")
+    if name in SYNTHETIC:
         return _synthetic(name)
     if name not in ("fashion-tiny", "fashion-tiny-b"):
-        raise ValueError(f"Unknown test bed {name!r}; choose from {TESTBEDS}.")
+        raise ValueError(
+            f"Unknown test bed {name!r}; choose from {TESTBEDS + UNSEEN_TESTBEDS}.")
     path = Path(cache_dir) / f"{name}.v{CACHE_VERSION}.npz"
     if not path.is_file():
         arrays = _featurize_fashion(name, cache_dir)
