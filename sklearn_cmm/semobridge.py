@@ -262,7 +262,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         n_classes, FALLBACK_SCORE_RATIO * zero-shot score)``: at one shot a class the
         held-out shots judge the image terms at their worst, and on many classes every
         candidate can fail them), the blend falls back to its zero-shot term
-        (``lambda2_ = lambda3_ = 0``) with a ``UserWarning``.
+        (``lambda2_ = lambda3_ = 0``, ``alpha_ = lambda1_ = 1``) with a ``UserWarning``.
     loss_curve_ : ndarray of shape (`best_iter_`,) or None
         SeMoBridge-T's loss before each step of the final training; None without one.
     n_iter_ : int
@@ -544,12 +544,12 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             if self.search_score_ <= max(1 / n_classes, FALLBACK_SCORE_RATIO * zero_shot_score):
                 blend = _zero_shot_blend(blend)
                 warnings.warn(
-                    f"search='cv' found no blend that keeps {FALLBACK_SCORE_RATIO:g} of the "
-                    "zero-shot term's accuracy and beats chance on the held-out shots (best "
-                    f"{self.search_score_:.3g}, zero-shot {zero_shot_score:.3g}, chance "
+                    f"search='cv' found no blend that keeps more than {FALLBACK_SCORE_RATIO:g} "
+                    "of the zero-shot term's accuracy and beats chance on the held-out shots "
+                    f"(best {self.search_score_:.3g}, zero-shot {zero_shot_score:.3g}, chance "
                     f"{1 / n_classes:.3g}): SeMoBridge falls back to its zero-shot term "
-                    "(lambda2_ = lambda3_ = 0). This is most likely at one shot a class, "
-                    "where the held-out shots cannot judge the image terms.",
+                    "(lambda2_ = lambda3_ = 0, alpha_ = lambda1_ = 1). This is most likely at "
+                    "one shot a class, where the held-out shots cannot judge the image terms.",
                     UserWarning,
                 )
         if self.calibration is not None:
