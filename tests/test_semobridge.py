@@ -400,6 +400,31 @@ def test_search_without_a_blend_above_chance_falls_back_to_zero_shot(data, monke
     np.testing.assert_array_equal(clf.predict(X_test), zero_shot.predict(X_test))
 
 
+@pytest.mark.parametrize("n_shots", [1, 3])
+@pytest.mark.filterwarnings("ignore:search='cv' found no blend")
+def test_zero_shot_accuracy_is_the_search_score_of_the_zero_shot_blend(monkeypatch, n_shots):
+    from sklearn_cmm import semobridge
+    from sklearn_cmm.protocol.synthetic import synthetic_problem
+
+    parts = []
+    original = semobridge._search_accuracies
+
+    def recording(parts_, candidates):
+        parts.append(parts_)
+        return original(parts_, candidates)
+
+    monkeypatch.setattr(semobridge, "_search_accuracies", recording)
+    problem = synthetic_problem(12, n_shots, 1, dim=32, seed=1)
+    SeMoBridgeClassifier(text_features=problem["text_features"], text_encoder=None,
+                         text_projection=problem["text_projection"], search="cv",
+                         n_search_trials=5, random_state=0, calibration=None).fit(
+        problem["train_features"], problem["train_labels"])
+    blend = semobridge._zero_shot_blend({name: 1.0 for name in semobridge.SEARCH_SPACE})
+    expected = original(parts[0], [blend])[0]
+    assert 0 < expected < 1  # the check has teeth: some held-out shots right, some wrong
+    assert semobridge._zero_shot_accuracy(parts[0]) == expected
+
+
 @pytest.mark.parametrize("above_floor", [0.0, 1e-9])
 def test_search_falls_back_when_the_best_blend_keeps_a_quarter_of_zero_shot(data, monkeypatch,
                                                                           above_floor):
@@ -416,10 +441,14 @@ def test_search_falls_back_when_the_best_blend_keeps_a_quarter_of_zero_shot(data
 
     def accuracies(parts, candidates):
         scored.append(parts)
-        return np.array([zero_shot_score if c["lambda2"] == c["lambda3"] == 0 else score
-                         for c in candidates])
+        return np.full(len(candidates), score)
+
+    def zero_shot_accuracy(parts):
+        scored.append(parts)
+        return zero_shot_score
 
     monkeypatch.setattr(semobridge, "_search_accuracies", accuracies)
+    monkeypatch.setattr(semobridge, "_zero_shot_accuracy", zero_shot_accuracy)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         clf = fitted(data, search="cv", n_search_trials=10, random_state=0, alpha=3.0,
