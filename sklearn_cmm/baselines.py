@@ -501,7 +501,6 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         )
 
 
-
 def _cache_logits(queries, prototypes, keys, labels, n_classes, logit_scale, alpha, beta):
     """Tip-Adapter logits of unit queries, in blocks of queries so that memory is bounded
     whatever the cache size."""

@@ -730,7 +730,6 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             self.lambda1_, self.lambda2_, self.lambda3_,
         )
 
-
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         return self.__dict__.pop("_held_out_logits")
 
