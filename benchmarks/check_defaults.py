@@ -55,6 +55,9 @@ def table(rows, methods, shots_list):
         for method in methods:
             cells = ""
             for s in shots_list:
+                if (name, method, s) not in accuracy:  # not measured (e.g. too slow there)
+                    cells += f"{'-':>22}"
+                    continue
                 mean, std, _ = accuracy[name, method, s]
                 cells += f"{100 * mean:>10.2f} ± {100 * std:4.2f} /{loss[name, method, s][0]:5.2f}"
             lines.append(f"{method:<14}{cells}")
