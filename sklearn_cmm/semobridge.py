@@ -1,5 +1,6 @@
 """SeMoBridge: bridge image embeddings into CLIP's text modality, closed form or trained."""
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -511,6 +512,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         bias, self.loss_curve_, self.n_iter_, self.best_iter_ = None, None, 1, None
         self.validation_scores_, self.image_logit_scale_ = None, None
         validated = accuracies = None  # held-out scores of the chosen checkpoint, searched
+        # Leave-one-out draws from the state before training, so that SeMoBridge-T whose
+        # validation keeps step 0 is SeMoBridge with the same random_state, draws included.
+        loo_rng = copy.deepcopy(rng)
         if self.train:
             W_pinv, bias, validated, accuracies = self._train(
                 X, y_encoded, W, W_pinv, T, class_text, rng, candidates
@@ -527,7 +531,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             # Leave-one-out on (at most MAX_HELD_OUT of) the shots, as the bridge saw them;
             # with views, an image is left out with its views and its own row is scored.
             v = self.n_views
-            queries = held_out_subset(len(y_encoded) // v, rng, MAX_HELD_OUT)
+            queries = held_out_subset(len(y_encoded) // v, loo_rng, MAX_HELD_OUT)
             own = queries * v
             f_hat = (tokens[own] @ W if bias is None  # the queries, bridged without bias
                      else bridge(X[own], W_pinv, W))

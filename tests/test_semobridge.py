@@ -674,9 +674,14 @@ def test_lockstep_trainings_equal_separate_ones(data):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch):
+@pytest.mark.parametrize("max_held_out", [1000, 7])  # all shots scored; a random 7
+def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch, max_held_out):
     # A learning rate too small to change a prediction: every checkpoint ties, the first
-    # (step 0) is kept, and the model is the closed form with its leave-one-out search.
+    # (step 0) is kept, and the model is the closed form with its leave-one-out search,
+    # on the same random shots when they are subsampled.
+    from sklearn_cmm import semobridge
+
+    monkeypatch.setattr(semobridge, "MAX_HELD_OUT", max_held_out)
     spy = Spy(monkeypatch)
     params = dict(search="cv", n_search_trials=30, random_state=0)
     trained = fitted(data, train=True, max_iter=40, validation_interval=20,
@@ -686,6 +691,7 @@ def test_untrained_checkpoint_is_the_closed_form(data, monkeypatch):
     closed = fitted(data, **params)
     np.testing.assert_array_equal(trained.decision_function(data[2]),
                                   closed.decision_function(data[2]))
+    np.testing.assert_array_equal(trained.predict_proba(data[2]), closed.predict_proba(data[2]))
 
 
 def test_n_iter_no_change_stops_the_validation_training(data):
