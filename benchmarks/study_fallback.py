@@ -66,30 +66,26 @@ def _fits(bed, seed):
 
 def run(bed, names, shots_list, seeds):
     rows = []
-    for shots in shots_list:
-        for seed in seeds:
-            train, val, test = testbeds.split_shots(bed.y, shots, seed)
-            if len(train) > MAX_HELD_OUT:
-                raise ValueError("the zero-shot score below is that of every shot; the "
-                                 f"search scores {MAX_HELD_OUT} of {len(train)}")
-            row = {"testbed": bed.name, "shots": shots, "seed": seed,
-                   "chance": 1 / bed.n_classes}
-            fits = _fits(bed, seed)
-            for name, clf in fits:  # the searched fit runs inside its patch
-                clf.fit(bed.X[train], bed.y[train])
-                if name == "searched":
-                    row["search_score"] = clf.search_score_
-                if name == "zero-shot":
-                    row["zero_shot_score"] = clf.score(bed.X[train], bed.y[train])
-                for split, index in zip(SPLITS, (val, test)):
-                    row[f"{name} {split}_accuracy"], row[f"{name} {split}_log_loss"] = (
-                        testbeds.top1_and_log_loss(clf, bed.X[index], bed.y[index]))
-            row["ratio"] = row["search_score"] / row["zero_shot_score"]
-            rows.append(row)
-            print(f"{bed.name} {shots}-shot seed {seed}: held-out {row['search_score']:.3f}"
-                  f" / zero-shot {row['zero_shot_score']:.3f}; val "
-                  + ", ".join(f"{name} {100 * row[name + ' val_accuracy']:.2f}%"
-                              for name in FITS), flush=True)
+    for shots, seed, (train, val, test), fitted in testbeds.split_fits(bed, _fits, shots_list,
+                                                                       seeds):
+        if len(train) > MAX_HELD_OUT:
+            raise ValueError("the zero-shot score below is that of every shot; the "
+                             f"search scores {MAX_HELD_OUT} of {len(train)}")
+        row = {"testbed": bed.name, "shots": shots, "seed": seed, "chance": 1 / bed.n_classes}
+        for name, clf in fitted:  # the searched fit runs inside its patch
+            if name == "searched":
+                row["search_score"] = clf.search_score_
+            if name == "zero-shot":
+                row["zero_shot_score"] = clf.score(bed.X[train], bed.y[train])
+            for split, index in zip(SPLITS, (val, test)):
+                row[f"{name} {split}_accuracy"], row[f"{name} {split}_log_loss"] = (
+                    testbeds.top1_and_log_loss(clf, bed.X[index], bed.y[index]))
+        row["ratio"] = row["search_score"] / row["zero_shot_score"]
+        rows.append(row)
+        print(f"{bed.name} {shots}-shot seed {seed}: held-out {row['search_score']:.3f}"
+              f" / zero-shot {row['zero_shot_score']:.3f}; val "
+              + ", ".join(f"{name} {100 * row[name + ' val_accuracy']:.2f}%"
+                          for name in FITS), flush=True)
     return rows
 
 

@@ -386,6 +386,20 @@ def top1_and_log_loss(clf, X, y):
             float(log_loss(y, proba, labels=clf.classes_)))
 
 
+def split_fits(bed, fits, shots_list, seeds):
+    """For every shot count and seed, its :func:`split_shots` and its fits.
+
+    Yields ``shots, seed, (train, val, test)`` and a generator of ``(name, estimator)``
+    over ``fits(bed, seed)``, each estimator fitted on the training shots as it comes, so
+    inside whatever context ``fits`` holds it in (e.g. a patch of the estimator's module).
+    """
+    for shots in shots_list:
+        for seed in seeds:
+            split = split_shots(bed.y, shots, seed)
+            X, y = bed.X[split[0]], bed.y[split[0]]
+            yield shots, seed, split, ((name, clf.fit(X, y)) for name, clf in fits(bed, seed))
+
+
 def fitted_variants(bed, specs, names, shots_list, seeds):
     """Fit each named spec on the training shots of every shot count and seed.
 

@@ -536,11 +536,12 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             f_hat = (tokens[own] @ W if bias is None  # the queries, bridged without bias
                      else bridge(X[own], W_pinv, W))
 
-            def loo(empty_class):
+            def loo(empty_class, every_class=False):
                 z = loo_score_matrices(
                     X, f_hat, tokens, y_encoded, n_classes,
                     T if self.prototype_source_ == "text" else None, queries,
                     shots_projection=W, n_views=v, empty_class=empty_class,
+                    every_class=every_class,
                 )
                 return [(z, self.image_prototypes_, T, y_encoded[own])]
 
@@ -566,13 +567,14 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                 )
         if self.calibration is not None:
             # Honest logits for the temperature of predict_proba, taken (and dropped) by
-            # _calibration_logits: the held-out scores the blend was searched on, except
-            # that a class whose only image is left out scores as uninformative there, not
-            # 0. A cosine of 0 marks the class as unlike its own image, so those logits are
-            # more wrong than the model is on new images and the temperature came out too
-            # flat (the user guide, *Calibration at one shot*).
-            if loo is not None and np.bincount(y_encoded[:: self.n_views]).min() == 1:
-                validated = loo("mean")
+            # _calibration_logits: the held-out shots the blend was searched on, scored
+            # with a shot left out of every class, so that the query's class is not the
+            # one prototype built from fewer shots (its logits understated, the
+            # temperature too flat), and with a class whose only image is left out
+            # scoring as uninformative, not 0: a cosine of 0 marks the class as unlike
+            # its own image (the user guide, *Calibration at one shot* and *at few shots*).
+            if loo is not None:
+                validated = loo("mean", every_class=True)
             logits_of, y_validated = _held_out_blend(validated)
             self._held_out_logits = (logits_of(**blend), y_validated)
         for name, value in blend.items():

@@ -29,12 +29,17 @@ def test_one_hot():
     np.testing.assert_array_equal(one_hot(np.array([1, 0]), 3), [[0, 1, 0], [1, 0, 0]])
 
 
-def _loo_reference(queries, items, y, n_classes, empty_class="zero"):
+def _loo_reference(queries, items, y, n_classes, empty_class="zero", every_class=False):
     scores = np.zeros((len(y), n_classes))
     for i in range(len(y)):
         empty = []
+        rank = sum(y[j] == y[i] for j in range(i))  # i is the rank-th item of its class
         for c in range(n_classes):
-            members = [j for j in range(len(y)) if y[j] == c and j != i]
+            members = [j for j in range(len(y)) if y[j] == c]
+            if c == y[i]:
+                members.remove(i)
+            elif every_class and len(members) > 1:
+                members.pop(rank % len(members))
             if not members:
                 empty.append(c)
                 continue  # an empty class scores 0
@@ -46,28 +51,45 @@ def _loo_reference(queries, items, y, n_classes, empty_class="zero"):
     return scores
 
 
+@pytest.mark.parametrize("every_class", [False, True])
 @pytest.mark.parametrize("empty_class", ["zero", "mean"])
 @pytest.mark.parametrize("shots", [[1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 1, 3]])
-def test_loo_prototype_cosine_matches_loop(shots, empty_class):
+def test_loo_prototype_cosine_matches_loop(shots, empty_class, every_class):
     rng = np.random.RandomState(1)
     y = np.repeat(np.arange(4), shots)
+    rng.shuffle(y)  # ranks within a class follow the order of the items
     queries = l2_normalize(rng.randn(len(y), 5))
     items = rng.randn(len(y), 5)
     np.testing.assert_allclose(
-        loo_prototype_cosine(queries, items, y, 4, empty_class=empty_class),
-        _loo_reference(queries, items, y, 4, empty_class),
+        loo_prototype_cosine(queries, items, y, 4, empty_class=empty_class,
+                             every_class=every_class),
+        _loo_reference(queries, items, y, 4, empty_class, every_class),
     )
 
 
-def test_loo_prototype_cosine_with_a_projection_averages_the_projected_items():
+def test_loo_prototype_cosine_every_class_is_leave_one_out_at_one_shot():
+    # With one image a class only the query's own class can lose one.
+    rng = np.random.RandomState(4)
+    y = np.arange(4)
+    queries, items = l2_normalize(rng.randn(4, 5)), rng.randn(4, 5)
+    for empty_class in ("zero", "mean"):
+        np.testing.assert_array_equal(
+            loo_prototype_cosine(queries, items, y, 4, empty_class=empty_class, every_class=True),
+            loo_prototype_cosine(queries, items, y, 4, empty_class=empty_class),
+        )
+
+
+@pytest.mark.parametrize("every_class", [False, True])
+def test_loo_prototype_cosine_with_a_projection_averages_the_projected_items(every_class):
     rng = np.random.RandomState(5)
-    y = np.repeat(np.arange(4), 3)
+    y = np.repeat(np.arange(4), [3, 3, 1, 3])
     queries = l2_normalize(rng.randn(len(y), 5))
     tokens, M = rng.randn(len(y), 7), rng.randn(7, 5)
-    index = np.array([0, 4, 11])
+    index = np.array([0, 4, 6, 9])
     np.testing.assert_allclose(
-        loo_prototype_cosine(queries[index], tokens, y, 4, index, projection=M),
-        _loo_reference(queries, tokens @ M, y, 4)[index],
+        loo_prototype_cosine(queries[index], tokens, y, 4, index, projection=M,
+                             every_class=every_class),
+        _loo_reference(queries, tokens @ M, y, 4, every_class=every_class)[index],
     )
 
 
@@ -81,8 +103,9 @@ def test_view_rows_are_the_reshaped_layout():
     np.testing.assert_array_equal(view_rows([2, 0], 3), [6, 7, 8, 0, 1, 2])
 
 
-@pytest.mark.parametrize("shots", [1, 2])
-def test_loo_prototype_cosine_with_views_leaves_out_the_whole_image(shots):
+@pytest.mark.parametrize("every_class", [False, True])
+@pytest.mark.parametrize("shots", [1, 2, 3])
+def test_loo_prototype_cosine_with_views_leaves_out_the_whole_image(shots, every_class):
     rng = np.random.RandomState(3)
     n_views, y_images = 3, np.repeat(np.arange(3), shots)
     y = np.repeat(y_images, n_views)
@@ -90,14 +113,22 @@ def test_loo_prototype_cosine_with_views_leaves_out_the_whole_image(shots):
     queries = l2_normalize(rng.randn(len(y_images), 5))
     index = np.arange(len(y_images))[::-1]
     expected = np.zeros((len(index), 3))
-    for row, i in enumerate(index):  # the prototypes of every image but i, by hand
+    for row, i in enumerate(index):  # the prototypes without image i (and one a class)
+        rank = i % shots
         for c in range(3):
-            members = [j for j in range(len(y)) if y[j] == c and j // n_views != i]
+            images = [k for k in range(len(y_images)) if y_images[k] == c]
+            if c == y_images[i]:
+                images.remove(i)
+            elif every_class and len(images) > 1:
+                images.pop(rank % len(images))
+            members = [j for j in range(len(y)) if j // n_views in images]
             if members:
                 proto = items[members].mean(axis=0)
                 expected[row, c] = queries[row] @ proto / np.linalg.norm(proto)
     np.testing.assert_allclose(
-        loo_prototype_cosine(queries, items, y, 3, index, n_views=n_views), expected
+        loo_prototype_cosine(queries, items, y, 3, index, n_views=n_views,
+                             every_class=every_class),
+        expected,
     )
 
 

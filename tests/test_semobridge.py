@@ -746,24 +746,29 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
                                softmax(logits / clf.temperature_, axis=1), rtol=1e-10)
     np.testing.assert_allclose(clf.predict_log_proba(X_test),
                                np.log(clf.predict_proba(X_test)), rtol=1e-10)
-    # the scale calibrates the leave-one-out logits of the shots: each shot's own class
-    # prototypes rebuilt without it (the class weights w_c from all shots, as in the search)
+    # the scale calibrates the leave-one-out logits of the shots, a shot left out of every
+    # class: shot i (the r-th of its class) leaves itself out of its class's prototypes and
+    # the (r mod n_c)-th shot out of class c's (the class weights w_c from all shots, as
+    # in the search)
     W_pinv, p = explicit_pinv(W, 0.3), BLEND
     F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in range(5)]))
     p_c = np.exp(F_bar @ normalize(text).T)
     p_c /= p_c.sum(1, keepdims=True)
     w = np.exp(p["smoothness"] * np.log2((1 + 1e-6) / (np.diag(p_c) + 1e-6)))
-    loo = notes_logits(X_train, y_train, text, W, X_train, BLEND)
-    for i, c in enumerate(y_train):
-        others = (y_train == c) & (np.arange(len(y_train)) != i)
-        F_hat_c = normalize((normalize(X_train[others] @ W_pinv) @ W).mean(0))
-        F_bar_c = normalize(X_train[others].mean(0))
+    loo = np.empty((len(y_train), 5))
+    for i in range(len(y_train)):
+        rank = np.sum(y_train[:i] == y_train[i])
         q = normalize(X_train[i])
-        z1, z2 = q @ normalize(text[c]), q @ F_hat_c
-        z3 = normalize(normalize(X_train[i] @ W_pinv) @ W) @ F_bar_c
-        loo[i, c] = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w[c] * (
-            p["lambda2"] * np.exp(-p["beta"] * (1 - z2))
-            + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
+        for c in range(5):
+            members = np.flatnonzero(y_train == c)
+            others = np.delete(members, rank % len(members))
+            F_hat_c = normalize((normalize(X_train[others] @ W_pinv) @ W).mean(0))
+            F_bar_c = normalize(X_train[others].mean(0))
+            z1, z2 = q @ normalize(text[c]), q @ F_hat_c
+            z3 = normalize(normalize(X_train[i] @ W_pinv) @ W) @ F_bar_c
+            loo[i, c] = p["lambda1"] * np.exp(-p["alpha"] * (1 - z1)) + w[c] * (
+                p["lambda2"] * np.exp(-p["beta"] * (1 - z2))
+                + p["lambda3"] * np.exp(-p["gamma"] * (1 - z3)))
     expected = fit_temperature(np.array(loo), y_train, smoothing=laplace_smoothing(len(y_train)))
     assert clf.temperature_ == pytest.approx(expected, rel=1e-4)
 

@@ -220,7 +220,7 @@ def score_matrices(f, f_hat, T, F_hat, F_bar):
 
 
 def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, query_index=None,
-                       shots_projection=None, n_views=1, empty_class="zero"):
+                       shots_projection=None, n_views=1, empty_class="zero", every_class=False):
     """:func:`score_matrices` of the few-shot images, each left out of its own prototypes.
 
     For cross-validating the blend weights on the training shots: shot ``i``'s score for
@@ -259,6 +259,9 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, quer
     empty_class : {"zero", "mean"}, default="zero"
         The score of a class left without shots (see
         :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`).
+    every_class : bool, default=False
+        Leave a shot out of every class's prototypes, not only the query's own (see
+        :func:`~sklearn_cmm._math.basic.loo_prototype_cosine`).
 
     Returns
     -------
@@ -268,15 +271,15 @@ def loo_score_matrices(f, f_hat, f_hat_shots, y_encoded, n_classes, T=None, quer
     n_images = len(y_encoded) // n_views
     index = np.arange(n_images) if query_index is None else np.asarray(query_index)
     queries = l2_normalize(f[index * n_views])
+    left_out = dict(n_views=n_views, empty_class=empty_class, every_class=every_class)
     if T is None:
         z1 = loo_prototype_cosine(queries, l2_normalize(f), y_encoded, n_classes, index,
-                                  n_views=n_views, empty_class=empty_class)
+                                  **left_out)
     else:
         z1 = queries @ T.T
     z2 = loo_prototype_cosine(queries, f_hat_shots, y_encoded, n_classes, index, shots_projection,
-                              n_views=n_views, empty_class=empty_class)
-    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index,
-                              n_views=n_views, empty_class=empty_class)
+                              **left_out)
+    z3 = loo_prototype_cosine(l2_normalize(f_hat), f, y_encoded, n_classes, index, **left_out)
     return z1, z2, z3
 
 
