@@ -29,17 +29,19 @@ def test_one_hot():
     np.testing.assert_array_equal(one_hot(np.array([1, 0]), 3), [[0, 1, 0], [1, 0, 0]])
 
 
-def _loo_reference(queries, items, y, n_classes, empty_class="zero", every_class=False):
+def _loo_reference(queries, items, y, n_classes, empty_class="zero", every_class=False,
+                   n_choices=None):
     scores = np.zeros((len(y), n_classes))
     for i in range(len(y)):
         empty = []
         rank = sum(y[j] == y[i] for j in range(i))  # i is the rank-th item of its class
+        choice = rank % (n_choices or max(1, len(y) // n_classes))
         for c in range(n_classes):
             members = [j for j in range(len(y)) if y[j] == c]
             if c == y[i]:
                 members.remove(i)
             elif every_class and len(members) > 1:
-                members.pop(rank % len(members))
+                members.pop(choice % len(members))
             if not members:
                 empty.append(c)
                 continue  # an empty class scores 0
@@ -53,7 +55,7 @@ def _loo_reference(queries, items, y, n_classes, empty_class="zero", every_class
 
 @pytest.mark.parametrize("every_class", [False, True])
 @pytest.mark.parametrize("empty_class", ["zero", "mean"])
-@pytest.mark.parametrize("shots", [[1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 1, 3]])
+@pytest.mark.parametrize("shots", [[1, 1, 1, 1], [3, 3, 3, 3], [1, 2, 1, 3], [1, 2, 2, 5]])
 def test_loo_prototype_cosine_matches_loop(shots, empty_class, every_class):
     rng = np.random.RandomState(1)
     y = np.repeat(np.arange(4), shots)
@@ -85,11 +87,11 @@ def test_loo_prototype_cosine_with_a_projection_averages_the_projected_items(eve
     y = np.repeat(np.arange(4), [3, 3, 1, 3])
     queries = l2_normalize(rng.randn(len(y), 5))
     tokens, M = rng.randn(len(y), 7), rng.randn(7, 5)
-    index = np.array([0, 4, 6, 9])
+    index = np.array([0, 4, 6, 9])  # 4 queries of 4 classes: one choice of images left out
     np.testing.assert_allclose(
         loo_prototype_cosine(queries[index], tokens, y, 4, index, projection=M,
                              every_class=every_class),
-        _loo_reference(queries, tokens @ M, y, 4, every_class=every_class)[index],
+        _loo_reference(queries, tokens @ M, y, 4, every_class=every_class, n_choices=1)[index],
     )
 
 
@@ -114,7 +116,7 @@ def test_loo_prototype_cosine_with_views_leaves_out_the_whole_image(shots, every
     index = np.arange(len(y_images))[::-1]
     expected = np.zeros((len(index), 3))
     for row, i in enumerate(index):  # the prototypes without image i (and one a class)
-        rank = i % shots
+        rank = i % shots  # of len(index) // 3 = shots choices: the rank itself
         for c in range(3):
             images = [k for k in range(len(y_images)) if y_images[k] == c]
             if c == y_images[i]:

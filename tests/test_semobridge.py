@@ -747,9 +747,9 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
     np.testing.assert_allclose(clf.predict_log_proba(X_test),
                                np.log(clf.predict_proba(X_test)), rtol=1e-10)
     # the scale calibrates the leave-one-out logits of the shots, a shot left out of every
-    # class: shot i (the r-th of its class) leaves itself out of its class's prototypes and
-    # the (r mod n_c)-th shot out of class c's (the class weights w_c from all shots, as
-    # in the search)
+    # class: shot i (the r-th of its class) leaves itself out of its class's prototypes
+    # and the r-th shot of every other class out of theirs (4 shots of 5 classes: r mod 4;
+    # the class weights w_c from all shots, as in the search)
     W_pinv, p = explicit_pinv(W, 0.3), BLEND
     F_bar = normalize(np.array([X_train[y_train == c].mean(0) for c in range(5)]))
     p_c = np.exp(F_bar @ normalize(text).T)
@@ -761,7 +761,7 @@ def test_probabilities_are_the_calibrated_softmax_of_the_logits(data):
         q = normalize(X_train[i])
         for c in range(5):
             members = np.flatnonzero(y_train == c)
-            others = np.delete(members, rank % len(members))
+            others = np.delete(members, rank)  # i itself in its own class
             F_hat_c = normalize((normalize(X_train[others] @ W_pinv) @ W).mean(0))
             F_bar_c = normalize(X_train[others].mean(0))
             z1, z2 = q @ normalize(text[c]), q @ F_hat_c

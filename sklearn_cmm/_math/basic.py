@@ -86,13 +86,16 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
         classes (an uninformative score: a cosine of 0 is below what images of one class
         usually share, so it marks the class as unlike the query).
     every_class : bool, default=False
-        Leave one image out of every class of two images or more, not only the query's
-        own: the image of the query's rank within its class (in the order of the items,
-        cycled over the class's images), the query itself in its own class. Every
-        prototype is then one image short, as at deployment all are built from the same
-        shots; left out of its own class only, the query's class is the one prototype
-        built from fewer (noisier) images, which understates its score. Costs a
-        projection of ``n_classes`` items per distinct rank.
+        Leave an image out of every class of two images or more, not only the query's own:
+        the query in its own class and, in every other, the image of the query's rank
+        within its class (in the order of the items), cycled over the class's images.
+        Every prototype is then one image short, as at deployment all are built from the
+        same shots; left out of its own class only, the query's class is the one
+        prototype built from fewer (noisier) images, which understates its score. Ranks
+        are taken modulo ``max(1, n_queries // n_classes)``, so that the extra prototypes
+        projected (``n_classes`` per rank) are at most as many as the queries: with many
+        classes the queries share fewer choices of images left out, whose noise the
+        classes average.
 
     Returns
     -------
@@ -104,21 +107,19 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     index = np.arange(n_images) if query_index is None else np.asarray(query_index)
     sums = class_sums(items, y_encoded, n_classes)
     image_sums = items.reshape(n_images, n_views, -1).sum(axis=1)
-    labels = y_encoded[index * n_views]
-    rows = np.arange(len(labels))
-    if every_class:
-        scores, own_norm = _every_class_left_out(
-            queries, sums, image_sums, y_encoded[::n_views], labels, index, projection
-        )
-        own_score = scores[rows, labels]
-    else:
-        own_items = image_sums[index]
-        if projection is not None:
-            sums, own_items = sums @ projection, own_items @ projection
+    own_items = image_sums[index]
+    if every_class:  # before the projection: it projects its shortened sums
+        scores = _one_image_short(queries, sums, image_sums, y_encoded[::n_views], index,
+                                  projection)
+    if projection is not None:
+        sums, own_items = sums @ projection, own_items @ projection
+    if not every_class:
         scores = queries @ l2_normalize(sums).T
-        own = sums[labels] - own_items
-        own_norm = np.linalg.norm(own, axis=1)
-        own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
+    labels = y_encoded[index * n_views]
+    own = sums[labels] - own_items
+    own_norm = np.linalg.norm(own, axis=1)
+    own_score = np.einsum("ij,ij->i", queries, own) / np.where(own_norm == 0, 1, own_norm)
+    rows = np.arange(len(labels))
     if empty_class == "zero":
         fill = 0.0
     else:  # the row's other classes: its sum less the own class's score
@@ -127,26 +128,23 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     return scores
 
 
-def _every_class_left_out(queries, sums, image_sums, image_labels, labels, index, projection):
-    """Scores of :func:`loo_prototype_cosine` with ``every_class=True``, and the norm of
-    each query's own (left-out) prototype sum (0: its class is left empty)."""
-    counts = np.bincount(image_labels, minlength=len(sums))
-    order = np.argsort(image_labels, kind="stable")  # the images of each class, in order
+def _one_image_short(queries, sums, image_sums, image_labels, index, projection):
+    """Each query's cosines to prototypes one image short (:func:`loo_prototype_cosine`,
+    ``every_class``); the own class's, left to the caller, leaves out the image of its rank."""
+    n_classes = len(sums)
+    counts = np.bincount(image_labels, minlength=n_classes)
+    order = np.argsort(image_labels, kind="stable")  # each class's images, in order
     starts = np.cumsum(counts) - counts
     rank = np.empty(len(image_labels), dtype=np.int64)
     rank[order] = np.arange(len(order)) - starts[image_labels[order]]
-    many = np.flatnonzero(counts >= 2)  # a class of one image keeps it for other queries
-    scores = np.empty((len(index), len(sums)))
-    own_norm = np.empty(len(index))
-    query_rank = rank[index]
-    for r in np.unique(query_rank):
-        group = np.flatnonzero(query_rank == r)
-        left_out = sums.copy()
-        left_out[many] -= image_sums[order[starts[many] + r % counts[many]]]
+    choice = rank[index] % max(1, len(index) // n_classes)
+    many = np.flatnonzero(counts >= 2)  # a class of one image keeps it
+    scores = np.empty((len(index), n_classes))
+    for k in np.unique(choice):
+        rows = np.flatnonzero(choice == k)
+        short = sums.copy()
+        short[many] -= image_sums[order[starts[many] + k % counts[many]]]
         if projection is not None:
-            left_out = left_out @ projection
-        scores[group] = queries[group] @ l2_normalize(left_out).T
-        # a class of one image is the query's own only at rank 0: then it is left empty
-        own_norm[group] = np.where(counts[labels[group]] >= 2,
-                                   np.linalg.norm(left_out[labels[group]], axis=1), 0.0)
-    return scores, own_norm
+            short = short @ projection
+        scores[rows] = queries[rows] @ l2_normalize(short).T
+    return scores
