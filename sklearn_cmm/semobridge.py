@@ -288,9 +288,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         The ``img`` loss temperature used; None without training.
     temperature_ : float
         Temperature of :meth:`predict_proba` (``softmax(logits / temperature_)``), fitted
-        on the held-out scores the blend is searched on (leave-one-out, or the validation
-        folds'; at most 1000 of them, see ``search``). The blend's logits are sums of
-        kernels in [0, 1], far too flat as they are; predictions do not depend on it.
+        on the held-out shots the blend is searched on (leave-one-out, every class's
+        prototypes a shot short as the held-out shot's own is, or the validation folds';
+        at most 1000 of them, see ``search``). The blend's logits are sums of kernels in
+        [0, 1], far too flat as they are; predictions do not depend on it.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
