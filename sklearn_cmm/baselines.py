@@ -7,7 +7,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import FewShotClassifierBase, SearchedBlendMixin, class_prototypes, fill_doc
 from ._device import check_device
-from ._math.basic import l2_normalize, loo_prototype_cosine, view_rows
+from ._math.basic import every_class_left_out, l2_normalize, loo_prototype_cosine, view_rows
 from ._math.search import MAX_HELD_OUT, held_out_subset, random_candidates
 from ._math.semobridge import validation_folds
 from ._math.tip_adapter import (
@@ -167,7 +167,9 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         [0.1, 10], ``beta`` taking ``ceil(sqrt(n_search_trials - 1))`` distinct values
         (each shared by as many ``alpha``). Training-free, by leave-one-out
         cross-validation on the training shots (each shot is classified by a cache
-        without itself); with trained keys, on the validation folds (see ``train``). The
+        without itself and without an image of every other class, so that every class's
+        cache is a shot short, as at deployment all have the same shots); with trained
+        keys, on the validation folds (see ``train``). The
         test set is never needed. Cost of the leave-one-out search, with
         ``m = min(n_shots_total, 1000)`` left-out shots (a random subset beyond 1000):
         one ``m x n_shots_total x n_features`` affinity product, one kernel of
@@ -375,7 +377,7 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         own = queries * self.n_views
         accuracies = correct_counts(
             self.logit_scale * zero_shot, keys[own], keys, labels, labels[own],
-            len(self.classes_), candidates, own_entries=self._own_entries(queries),
+            len(self.classes_), candidates, own_entries=self._held_out_entries(queries),
             block_entries=_KERNEL_BLOCK,
         ) / len(queries)
         best = int(np.argmax(accuracies))  # the first among equals: the defaults win ties
@@ -467,6 +469,24 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         """``(len(images), n_views)`` cache rows of each image: its views."""
         return view_rows(images, self.n_views).reshape(len(images), self.n_views)
 
+    def _held_out_entries(self, images):
+        """The cache rows each held-out image leaves out: its views and those of an image of
+        every other class of two or more (:func:`~sklearn_cmm._math.basic.every_class_left_out`,
+        as its image-mean prototypes do), so that every class's cache is an image short.
+        Left out of its own class only, the image's class has the one cache with a kernel
+        term fewer, which understates it: the search then weighed the cache too little."""
+        images = np.asarray(images)
+        labels = self.cache_labels_[:: self.n_views]
+        choice, left_out = every_class_left_out(labels, images, len(self.classes_))
+        many = np.bincount(labels, minlength=len(self.classes_)) >= 2  # the others keep theirs
+        others = np.stack([left_out[int(k)][many] for k in choice]).reshape(len(images), -1)
+        # in its own class the image leaves out itself (its column, when it has one)
+        column = np.cumsum(many) - 1
+        own = np.flatnonzero(many[labels[images]])
+        others[own, column[labels[images[own]]]] = images[own]
+        per_image = np.column_stack([images, others])
+        return view_rows(per_image.ravel(), self.n_views).reshape(len(images), -1)
+
     def _held_out_zero_shot(self, rng):
         """Shots to score by leave-one-out (at most ``MAX_HELD_OUT``) and their zero-shot
         cosines, the shot itself left out of image-mean prototypes."""
@@ -475,7 +495,7 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         if self.prototype_source_ == "text":
             return queries, keys[queries * v] @ self.prototypes_.T
         return queries, loo_prototype_cosine(keys[queries * v], keys, labels, len(self.classes_),
-                                             queries, n_views=v)
+                                             queries, n_views=v, every_class=True)
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         if "_held_out_logits" in self.__dict__:  # trained keys: the folds' held-out logits
@@ -490,7 +510,7 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
             cache_indicator(self.cache_labels_, len(self.classes_)),
             self.alpha_,
             self.beta_,
-            own_entries=self._own_entries(queries),
+            own_entries=self._held_out_entries(queries),
         )
         return logits, self.cache_labels_[own]
 

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cmm import TipAdapterClassifier, ZeroShotClassifier, baselines
 from sklearn_cmm._math.basic import l2_normalize, loo_prototype_cosine, one_hot, view_rows
-from sklearn_cmm._math.search import random_candidates
+from sklearn_cmm._math.search import held_out_subset, random_candidates
 from sklearn_cmm._math.semobridge import validation_folds
 from sklearn_cmm._math.tip_adapter import (
     cache_indicator,
@@ -161,11 +161,35 @@ def _unit(rng, shape):
     return l2_normalize(rng.randn(*shape))
 
 
-def _loo_accuracy_reference(zs, keys, labels, n_classes, queries, alpha, beta):
-    # The obvious way: the dense one-hot and the full kernel, own entries zeroed.
-    logits = tip_adapter_logits(zs, keys @ keys.T, one_hot(labels, n_classes), alpha, beta,
-                                own_entries=np.arange(len(keys)))
-    return np.mean(np.argmax(logits[queries], axis=1) == labels[queries])
+def _loo_accuracy_reference(zs, keys, labels, n_classes, queries, alpha, beta, left_out=None):
+    # The obvious way: the dense one-hot and the full kernel, each query's own entry (or
+    # its left_out entries) zeroed.
+    logits = tip_adapter_logits(zs[queries], keys[queries] @ keys.T, one_hot(labels, n_classes),
+                                alpha, beta, own_entries=queries if left_out is None else left_out)
+    return np.mean(np.argmax(logits, axis=1) == labels[queries])
+
+
+def _every_class_left_out_reference(y, images, n_classes):
+    """Per held-out image, the image each class leaves out: itself in its own class; in
+    every other class of two or more, that class's image of the query's rank (modulo the
+    number of choices, then the class's size)."""
+    n_choices = max(1, len(images) // n_classes)
+    rows = []
+    for i in images:
+        rank = sum(y[j] == y[i] for j in range(i))
+        row = []
+        for c in range(n_classes):
+            members = [j for j in range(len(y)) if y[j] == c]
+            if c == y[i]:
+                row.append(i)
+            elif len(members) > 1:
+                row.append(members[(rank % n_choices) % len(members)])
+        rows.append(row)
+    return rows
+
+
+def _as_sets(rows):
+    return [set(row) for row in rows]
 
 
 @pytest.mark.parametrize("block_entries, n_classes", [(2**22, 5), (30, 5), (2**22, 60)])
@@ -255,10 +279,12 @@ def test_search_score_is_the_true_leave_one_out_accuracy(text):
         params["text_encoder"] = None
     searched = TipAdapterClassifier(**params).fit(X, y)
     fixed = {**params, "search": None, "alpha": searched.alpha_, "beta": searched.beta_}
+    # every class an image short: the shot itself, and one image of every other class
+    left_out = _every_class_left_out_reference(y, np.arange(len(y)), 4)
     hits = [
-        TipAdapterClassifier(**fixed).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0]
-        == y[i]
-        for i in range(len(y))
+        TipAdapterClassifier(**fixed).fit(np.delete(X, row, 0), np.delete(y, row))
+        .predict(X[i : i + 1])[0] == y[i]
+        for i, row in enumerate(left_out)
     ]
     assert searched.search_score_ == pytest.approx(np.mean(hits))
     assert searched.search_score_ < 1.0
@@ -278,7 +304,9 @@ def test_search_chooses_the_brute_force_best_weights():
                                    shared="beta")
     keys = l2_normalize(X)
     zs = 10.0 * keys @ l2_normalize(T).T
-    accuracies = [_loo_accuracy_reference(zs, keys, y, 4, np.arange(len(y)), **c)
+    left_out = _every_class_left_out_reference(y, np.arange(len(y)), 4)
+    accuracies = [_loo_accuracy_reference(zs, keys, y, 4, np.arange(len(y)), **c,
+                                          left_out=left_out)
                   for c in candidates]
     best = candidates[int(np.argmax(accuracies))]
     assert (clf.alpha_, clf.beta_) == (best["alpha"], best["beta"])
@@ -298,17 +326,40 @@ def test_search_subsamples_left_out_shots_at_scale(monkeypatch):
         return correct_counts(zero_shot, queries, keys, labels, truth, n_classes, candidates,
                               **kwargs)
 
+    drawn = []
+
+    def subset(*args):
+        drawn.append(held_out_subset(*args))
+        return drawn[-1]
+
     monkeypatch.setattr(baselines, "correct_counts", recording)
+    monkeypatch.setattr(baselines, "held_out_subset", subset)
     monkeypatch.setattr(baselines, "MAX_HELD_OUT", 10)
     clf = TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
-    (own,) = seen  # each query image's rows: one each, without views
-    queries = own.ravel()
-    assert own.shape == (10, 1)
+    (own,) = seen  # each query image's rows: an image of each class, without views
+    queries = drawn[0]
+    assert own.shape == (10, 5)  # the image, and one of each class (its own: itself again)
     assert len(queries) == 10 == len(np.unique(queries)) and queries.max() < len(y)
+    assert _as_sets(own) == _as_sets(_every_class_left_out_reference(y, queries, 4))
     assert (10 * clf.search_score_) == pytest.approx(round(10 * clf.search_score_))
     monkeypatch.setattr(baselines, "MAX_HELD_OUT", 1000)
     TipAdapterClassifier(text_features=T, search="cv", random_state=0).fit(X, y)
-    np.testing.assert_array_equal(seen[1].ravel(), np.arange(len(y)))  # all shots when few
+    np.testing.assert_array_equal(drawn[-1], np.arange(len(y)))  # all shots when few
+    assert _as_sets(seen[1]) == _as_sets(_every_class_left_out_reference(y, drawn[-1], 4))
+
+
+@pytest.mark.parametrize("n_views", [1, 2])
+def test_held_out_entries_leave_an_image_of_every_class_out(n_views):
+    # Classes of one, two and five images, all shots or a subset held out: each image
+    # leaves out its own rows and those of one image of every class of two or more.
+    rng = np.random.RandomState(3)
+    y_images = rng.permutation(np.repeat(np.arange(3), [1, 2, 5]))
+    clf = TipAdapterClassifier(text_features=_unit(rng, (3, 5)), n_views=n_views).fit(
+        rng.randn(len(y_images), 5 * n_views), y_images)
+    for images in (np.arange(len(y_images)), np.array([0, 3, 6])):
+        expected = [{i * n_views + view for i in row for view in range(n_views)}
+                    for row in _every_class_left_out_reference(y_images, images, 3)]
+        assert _as_sets(clf._held_out_entries(images)) == expected
 
 
 def test_predict_runs_in_bounded_blocks(monkeypatch):

@@ -17,6 +17,8 @@ from sklearn_cmm._math.calibration import (
 )
 from sklearn_cmm._math.tip_adapter import tip_adapter_logits
 
+from .test_baselines import _every_class_left_out_reference
+
 
 def _logits(seed=0, n=40, n_classes=5, scale=3.0):
     rng = np.random.RandomState(seed)
@@ -307,7 +309,10 @@ def test_tip_adapter_calibrates_on_leave_one_out_logits():
     logits, labels = clf._calibration_logits(X, y, _class_text(T), np.random.RandomState(0))
     keys = l2_normalize(X)
     kernel = np.exp(-3.0 * (1 - keys @ keys.T))
-    np.fill_diagonal(kernel, 0.0)  # a shot never sees its own cache entry
+    # a shot never sees its own cache entry, nor one of every other class's
+    left_out = np.array(_every_class_left_out_reference(y, np.arange(len(y)), 4))
+    kernel[np.arange(len(y))[:, None], left_out] = 0.0
+    assert (left_out[np.arange(len(y)), y] == np.arange(len(y))).all()
     expected = 100 * keys @ l2_normalize(T).T + 2.0 * kernel @ one_hot(y, 4)
     np.testing.assert_allclose(logits, expected, rtol=1e-10)
     np.testing.assert_array_equal(labels, y)

@@ -24,6 +24,8 @@ from sklearn_cmm._embeddings import CLIPEmbeddings, recorded_views
 from sklearn_cmm._math.basic import l2_normalize
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
+from .test_baselines import _every_class_left_out_reference
+
 N_CLASSES, DIM = 5, 16
 
 
@@ -159,10 +161,14 @@ def test_tip_adapter_search_and_fine_tuning_hold_out_whole_images(problem, monke
     if train:  # four folds of images: a quarter of them held out, their views not trained on
         folds = {(q, k) for q, k, _ in seen if q < n}  # (then perhaps leave-one-out)
         assert folds == {(n // 4, (n - n // 4) * v)}
-    else:  # leave-one-out over the images, each leaving all its views
+    else:  # leave-one-out over the images, each leaving all its views (and an image of
+        # every other class, with all its views)
         ((queries, keys, own),) = seen
         assert (queries, keys) == (n, n * v)
-        np.testing.assert_array_equal(own, np.arange(n * v).reshape(n, v))
+        y = problem["y"]
+        images = _every_class_left_out_reference(y, np.arange(n), len(np.unique(y)))
+        assert [set(row) for row in own] == [
+            {i * v + view for i in row for view in range(v)} for row in images]
 
 
 def test_tip_adapter_f_trains_each_view_without_its_image_keys(problem, monkeypatch):

@@ -128,22 +128,52 @@ def loo_prototype_cosine(queries, items, y_encoded, n_classes, query_index=None,
     return scores
 
 
-def _one_image_short(queries, sums, image_sums, image_labels, index, projection):
-    """Each query's cosines to prototypes one image short (:func:`loo_prototype_cosine`,
-    ``every_class``); the own class's, left to the caller, leaves out the image of its rank."""
-    n_classes = len(sums)
+def every_class_left_out(image_labels, index, n_classes):
+    """The images every-class leave-one-out leaves out (:func:`loo_prototype_cosine` with
+    ``every_class``), besides each query itself in its own class.
+
+    Parameters
+    ----------
+    image_labels : ndarray of shape (n_images,)
+        Class index of each image, in ``0 .. n_classes - 1``.
+    index : ndarray of int of shape (n_queries,)
+        The query images.
+    n_classes : int
+
+    Returns
+    -------
+    choice : ndarray of int of shape (n_queries,)
+        Each query's rank within its class (in the order of the images) modulo
+        ``max(1, n_queries // n_classes)``.
+    left_out : dict
+        For each distinct choice ``k``, an ndarray of shape ``(n_classes,)``: the image
+        each class leaves out, its image of rank ``k`` modulo its size (-1 for a class of
+        one image, which keeps it).
+    """
     counts = np.bincount(image_labels, minlength=n_classes)
     order = np.argsort(image_labels, kind="stable")  # each class's images, in order
     starts = np.cumsum(counts) - counts
     rank = np.empty(len(image_labels), dtype=np.int64)
     rank[order] = np.arange(len(order)) - starts[image_labels[order]]
     choice = rank[index] % max(1, len(index) // n_classes)
-    many = np.flatnonzero(counts >= 2)  # a class of one image keeps it
-    scores = np.empty((len(index), n_classes))
+    many = counts >= 2
+    left_out = {}
     for k in np.unique(choice):
+        images = np.full(n_classes, -1)
+        images[many] = order[starts[many] + k % counts[many]]
+        left_out[int(k)] = images
+    return choice, left_out
+
+
+def _one_image_short(queries, sums, image_sums, image_labels, index, projection):
+    """Each query's cosines to prototypes one image short (:func:`loo_prototype_cosine`,
+    ``every_class``); the own class's, left to the caller, leaves out the image of its rank."""
+    choice, left_out = every_class_left_out(image_labels, index, len(sums))
+    scores = np.empty((len(index), len(sums)))
+    for k, images in left_out.items():
         rows = np.flatnonzero(choice == k)
         short = sums.copy()
-        short[many] -= image_sums[order[starts[many] + k % counts[many]]]
+        short[images >= 0] -= image_sums[images[images >= 0]]
         if projection is not None:
             short = short @ projection
         scores[rows] = queries[rows] @ l2_normalize(short).T
