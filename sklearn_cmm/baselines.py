@@ -128,10 +128,12 @@ class ZeroShotClassifier(FewShotClassifierBase):
         if self.prototype_source_ == "text":  # the shots do not shape the logits
             return super()._calibration_logits(X, y_encoded, class_text, rng)
         # Image-mean prototypes: each shot against its class mean without itself (and
-        # without its views).
+        # without its views), every other class's mean an image short as well (the user
+        # guide, *Calibration at few shots*).
         keys = l2_normalize(np.asarray(X, dtype=np.float64))
         v = self.n_views
-        cosines = loo_prototype_cosine(keys[::v], keys, y_encoded, len(self.classes_), n_views=v)
+        cosines = loo_prototype_cosine(keys[::v], keys, y_encoded, len(self.classes_), n_views=v,
+                                       every_class=True)
         return self.logit_scale * cosines, y_encoded[::v]
 
     def _logits(self, X):
