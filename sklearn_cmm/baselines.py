@@ -491,7 +491,8 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
 
     def _held_out_zero_shot(self, rng):
         """Shots to score by leave-one-out (at most ``MAX_HELD_OUT``) and their zero-shot
-        cosines, the shot itself left out of image-mean prototypes."""
+        cosines, image-mean prototypes leaving out the shot and an image of every other
+        class (as :meth:`_held_out_entries` does)."""
         keys, labels, v = self.cache_keys_, self.cache_labels_, self.n_views
         queries = held_out_subset(len(keys) // v, rng, MAX_HELD_OUT)  # images
         if self.prototype_source_ == "text":
