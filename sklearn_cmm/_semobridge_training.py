@@ -1,40 +1,36 @@
-"""SeMoBridge-T's training in torch: one optimisation per fold, stepped in lockstep.
+"""SeMoBridge-T's training: one optimisation per fold, stepped in lockstep.
 
+On numpy arrays on the CPU, torch tensors on a GPU (:class:`~sklearn_cmm._torch.ArrayBackend`).
 :class:`~sklearn_cmm.SeMoBridgeClassifier` imports this module only when it trains, so a
 closed-form fit never loads torch.
 """
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ._math.semobridge import warmup_learning_rate
 from ._math.semobridge_loss import SeMoBridgeTLoss
-from ._torch import TRAIN_DTYPE, FullBatchAdamW, as_numpy, as_tensor, check_converging
+from ._torch import FullBatchAdamW, check_converging, to_numpy
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
 WARMUP_START_LR = 1e-5
 
 
 class BridgeTraining:
-    """One SeMoBridge-T optimisation: the trained tensors, their optimiser and losses."""
+    """One SeMoBridge-T optimisation: the trained array, its loss and losses."""
 
-    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, device):
+    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, backend):
         self.X, self.y, self.T = X, y_encoded, T
-        n_classes = len(params.classes_)
-        # Nothing in the training is random: full batch, deterministic initialisation.
-        # The gradient is the loss's own (no autograd).
-        self.pinv = as_tensor(W_pinv, device)
-        self.bias = None
-        self.tensors = [self.pinv]
+        self.backend = backend
+        # Nothing in the training is random: full batch, deterministic initialisation
+        # (the bias at 0). W_pinv and the bias are one array (SeMoBridgeTLoss).
+        self.dim, self.class_bias = W_pinv.shape[0], params.class_bias
         if params.class_bias:
-            self.bias = torch.zeros((n_classes, W.shape[0]), dtype=TRAIN_DTYPE,
-                                    device=device)
-            self.tensors.append(self.bias)
-        f, W_t, T_t, text_pre_t = (as_tensor(a, device) for a in (X, W, T, text_pre))
+            W_pinv = np.vstack([W_pinv, np.zeros((len(params.classes_), W.shape[0]))])
+        self.stacked = backend.asarray(W_pinv)
         self.objective = SeMoBridgeTLoss(
-            f, torch.as_tensor(y_encoded, dtype=torch.long, device=device), W_t, T_t,
-            text_pre_t,
-            n_classes=n_classes,
+            X, y_encoded, W, T, text_pre, backend=backend, class_bias=params.class_bias,
             image_weight=params.image_loss_weight,
             text_weight=params.text_loss_weight,
             consistency_weight=params.consistency_loss_weight,
@@ -45,21 +41,22 @@ class BridgeTraining:
         self.losses = []
 
     def gradients(self):
-        """The loss's gradient at the tensors' values, one per tensor; keeps the loss."""
-        total, _, d_pinv, d_bias = self.objective.value_and_grad(self.pinv, self.bias)
+        """The loss's gradient at the arrays' values, one per array; keeps the loss."""
+        total, d_stacked = self.objective.value_and_grad(self.stacked)
         self.losses.append(total)
-        return [d_pinv] if self.bias is None else [d_pinv, d_bias]
+        return [d_stacked]
 
     def parameters(self):
         """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
-        return as_numpy(self.pinv), None if self.bias is None else as_numpy(self.bias)
+        stacked = to_numpy(self.stacked)
+        return stacked[: self.dim], stacked[self.dim :] if self.class_bias else None
 
 
 def lockstep(optimizer, runs, lr):
     """One full-batch AdamW step of every run, at learning rate ``lr``.
 
-    Each run's tensors get their own gradient (:meth:`BridgeTraining.gradients`), and
-    AdamW, elementwise, updates each as if it were alone, in one fused step for all.
+    Each run's array gets its own gradient (:meth:`BridgeTraining.gradients`), and
+    AdamW, elementwise, updates each as if it were alone (on tensors in one fused step).
     """
     optimizer.step([grad for training in runs for grad in training.gradients()], lr)
 
@@ -74,12 +71,13 @@ def run_steps(
     after the last step (the parameters then have had ``step`` updates); it stops the
     training by returning True. Returns the number of steps run.
     """
-    optimizer = FullBatchAdamW([tensor for training in runs for tensor in training.tensors],
+    optimizer = FullBatchAdamW([training.stacked for training in runs],
                                weight_decay=weight_decay)
-    # Nothing here is differentiated (the gradient is the loss's own): inference mode
-    # skips autograd's dispatch on every operation, a fifth of a step at few-shot sizes
-    # (10 classes x 16 shots x 64-d: 5000 steps in 1.3 s instead of 1.65 s).
-    with torch.inference_mode():
+    # Nothing here is differentiated (the gradient is the loss's own): on tensors,
+    # inference mode skips autograd's dispatch on every operation (a fifth of a step at
+    # few-shot sizes on a CPU). A run that diverges raises at its end (check_converged),
+    # not with numpy's warnings along the way.
+    with torch.inference_mode(), np.errstate(over="ignore", invalid="ignore"):
         for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
                          leave=False):
             at_checkpoint = step % validation_interval == 0 or step == n_steps
@@ -94,6 +92,6 @@ def run_steps(
 
 def check_converged(training):
     """The losses of a finished training as numpy; raises if it diverged (NaN, inf)."""
-    losses = as_numpy(torch.stack(training.losses))
-    check_converging(losses, training.tensors, "SeMoBridge-T")
+    losses = training.backend.stack_to_numpy(training.losses)
+    check_converging(losses, [training.stacked], "SeMoBridge-T")
     return losses

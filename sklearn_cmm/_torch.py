@@ -1,7 +1,9 @@
 """Torch as an implementation detail: device, dtype and the training loops (AdamW, L-BFGS).
 
 Every estimator goes through these helpers, so that arrays enter and leave as numpy, the
-device is chosen in one place, and nothing touches torch's global random state.
+device is chosen in one place, and nothing touches torch's global random state. A
+training whose gradient is written by hand runs on :class:`ArrayBackend`: numpy arrays
+on the CPU, torch tensors on a GPU.
 """
 
 import math
@@ -51,26 +53,80 @@ def as_numpy(tensor):
     return tensor.detach().to(device="cpu", dtype=torch.float64).numpy()
 
 
-class FullBatchAdamW:
-    """torch's AdamW update of fixed tensors, stepped with the gradients it is given.
+class ArrayBackend:
+    """Where a training with a hand-written gradient keeps its arrays.
 
-    The update is torch's own fused kernel (the functional :func:`torch.optim.adamw.adamw`,
-    one kernel for every tensor, on the CPU and CUDA), so the tensors follow
-    ``torch.optim.AdamW(params, fused=True)`` exactly. The ``Optimizer`` object around it
-    is left out: at few-shot sizes its ``step`` (hooks, state look-ups, bookkeeping) cost
-    about 110 microseconds a step on a CPU core, three times the update and a fifth of a
-    whole SeMoBridge-T step at 10 classes x 16 shots x 64-d (``benchmarks/bench_fit.py``).
+    numpy on the CPU, torch on a GPU. At few-shot sizes a step is dozens of operations on
+    arrays of a few thousand entries, and their fixed cost decides its time: about a
+    microsecond a numpy operation on a CPU core, two to five for torch's dispatch. A
+    SeMoBridge-T step (loss, gradient and AdamW) at 10 classes x 16 shots x 64-d takes
+    about 230 microseconds on numpy arrays against 330 on torch's (one core); at the
+    largest sizes both spend their time in the same BLAS products. On a GPU torch's
+    kernels do the work.
 
     Parameters
     ----------
-    params : list of torch.Tensor
-        The tensors, updated in place (leaves that require a gradient are fine).
+    device : torch.device
+        The training's device (:func:`resolve_device`).
+    xp : {numpy, torch} or None, default=None
+        The array library; None: numpy on the CPU, torch elsewhere (torch on the CPU
+        serves the tests that compare the two).
+
+    Attributes
+    ----------
+    xp : module
+        ``numpy`` or ``torch``.
+    """
+
+    def __init__(self, device, xp=None):
+        self.device = device
+        self.xp = xp if xp is not None else np if device.type == "cpu" else torch
+
+    def asarray(self, array):
+        """A ``TRAIN_DTYPE`` copy of a numpy array, in the backend's arrays."""
+        if self.xp is np:
+            return np.array(array, dtype=np.float32)
+        return as_tensor(array, self.device)
+
+    def stack_to_numpy(self, scalars):
+        """Scalars of the backend (the losses of a training) as one float64 numpy array.
+
+        One synchronisation with the device for all of them, not one a step.
+        """
+        if self.xp is np:
+            return np.asarray(scalars, dtype=np.float64)
+        return as_numpy(torch.stack(scalars))
+
+
+def to_numpy(array):
+    """A numpy array or a tensor (any device) as a float64 numpy array."""
+    if isinstance(array, np.ndarray):
+        return array.astype(np.float64)
+    return as_numpy(array)
+
+
+class FullBatchAdamW:
+    """torch's AdamW update of fixed arrays, stepped with the gradients it is given.
+
+    The update is torch's own fused kernel (the functional :func:`torch.optim.adamw.adamw`,
+    one kernel for every array, on the CPU and CUDA), so the arrays follow
+    ``torch.optim.AdamW(params, fused=True)`` exactly. The ``Optimizer`` object around it
+    is left out: at few-shot sizes its ``step`` (hooks, state look-ups, bookkeeping) cost
+    about 110 microseconds a step on a CPU core, three times the update. numpy arrays
+    (:class:`ArrayBackend` on the CPU) are updated in place through tensors that share
+    their memory: one pass over them, where numpy's own operations would take a dozen
+    (3x the time at 522 x 512).
+
+    Parameters
+    ----------
+    params : list of torch.Tensor or list of ndarray
+        The arrays, updated in place (leaves that require a gradient are fine).
     weight_decay : float
         Decoupled weight decay.
     """
 
     def __init__(self, params, *, weight_decay):
-        self.params = list(params)
+        self.params = [_as_shared_tensor(p) for p in params]
         self.weight_decay = float(weight_decay)
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
@@ -81,9 +137,15 @@ class FullBatchAdamW:
     def step(self, grads, lr):
         """One update at learning rate ``lr``; ``grads`` pair with ``params``."""
         with torch.no_grad():
-            adamw(self.params, list(grads), self.exp_avgs, self.exp_avg_sqs, [],
-                  self.steps, fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=lr,
-                  weight_decay=self.weight_decay, eps=1e-8, maximize=False)
+            adamw(self.params, [_as_shared_tensor(g) for g in grads], self.exp_avgs,
+                  self.exp_avg_sqs, [], self.steps, fused=True, amsgrad=False, beta1=0.9,
+                  beta2=0.999, lr=lr, weight_decay=self.weight_decay, eps=1e-8,
+                  maximize=False)
+
+
+def _as_shared_tensor(array):
+    """A tensor as it is, a numpy array as a tensor on its memory."""
+    return torch.from_numpy(array) if isinstance(array, np.ndarray) else array
 
 
 def minimize_full_batch(
@@ -208,7 +270,7 @@ def check_converging(losses, params, desc):
     Checked once at the end (one synchronisation with the device, not one a step).
     """
     finite = np.isfinite(losses)
-    if finite.all() and all(bool(torch.isfinite(p).all()) for p in params):
+    if finite.all() and all(np.isfinite(to_numpy(p)).all() for p in params):
         return
     step = int(np.argmin(finite)) if not finite.all() else len(losses)
     raise ValueError(

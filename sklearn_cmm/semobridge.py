@@ -180,7 +180,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         shots before the normalisation, by full-batch AdamW on the loss
         ``image_loss_weight img + text_loss_weight (txtp + txte) / 2
         + consistency_loss_weight consistency + bias_norm_loss_weight bias_norm``
-        (see :func:`~sklearn_cmm._math.semobridge.semobridge_t_loss`). Queries are bridged
+        (see :class:`~sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss`). Queries are bridged
         without bias.
     class_bias : bool, default=True
         Train the class-specific bias (only with ``train=True``).
@@ -628,9 +628,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             )
         self.image_logit_scale_ = float(scale)
         from ._semobridge_training import BridgeTraining, check_converged, run_steps
-        from ._torch import resolve_device
+        from ._torch import ArrayBackend, resolve_device
 
-        device = resolve_device(self.device)
+        backend = ArrayBackend(resolve_device(self.device))
         schedule = dict(
             learning_rate=self.learning_rate, weight_decay=self.weight_decay,
             warmup_iter=self.warmup_iter, validation_interval=self.validation_interval,
@@ -642,7 +642,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             if self.prototype_source_ == "image_means":  # the image means of its own rows
                 fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
             return BridgeTraining(
-                X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, device
+                X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, backend
             )
 
         folds = None  # of the images: an image's views go with it

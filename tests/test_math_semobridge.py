@@ -1,12 +1,17 @@
 """SeMoBridge's pure functions against slow, obvious references (loops, explicit SVD)."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from sklearn_cmm._math.semobridge_loss import semobridge_t_loss
+from sklearn_cmm._math.semobridge_loss import (
+    MIN_LOG_PROBA,
+    SeMoBridgeTLoss,
+    log_softmax_and_residual,
+)
 from sklearn_cmm._math.semobridge import (
     blend_accuracies,
     blend_contenders,
@@ -308,62 +313,75 @@ def reference_t_loss(f, y, W_pinv, W, bias, T, text_pre, n_classes, weights):
     return total, terms
 
 
+#: The loss's arrays: numpy (the CPU) and torch (a GPU; here on the CPU), in a dtype.
+BACKENDS = {
+    "numpy": lambda dtype: SimpleNamespace(xp=np, asarray=lambda a: np.array(a, dtype=dtype)),
+    "torch": lambda dtype: SimpleNamespace(
+        xp=torch, asarray=lambda a: torch.tensor(a, dtype=getattr(torch, np.dtype(dtype).name))),
+}
+
+
+def hand_written_t_loss(backend, f, y, W_pinv, W, bias, T, text_pre, **options):
+    """SeMoBridgeTLoss at (W_pinv, bias) as float64 numpy: the total, d W_pinv, d bias."""
+    loss = SeMoBridgeTLoss(f, y, W, T, text_pre, backend=backend,
+                           class_bias=bias is not None, **options)
+    stacked = W_pinv if bias is None else np.vstack([W_pinv, bias])
+    total, grad = loss.value_and_grad(backend.asarray(stacked))
+    grad = np.asarray(grad, dtype=np.float64)
+    return float(total), grad[: len(W_pinv)], None if bias is None else grad[len(W_pinv):]
+
+
+TERM_WEIGHTS = {  # image, text, consistency, bias-norm weights that single out terms
+    "img": (1, 0, 0, 0), "text": (0, 1, 0, 0), "consistency": (0, 0, 1, 0),
+    "bias_norm": (0, 0, 0, 1), "defaults": (0.5, 0.5, 0.1, 0.1), "mixed": (1.0, 0.2, 0.7, 2.0),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_bias", [False, True])
-@pytest.mark.parametrize("weights", [(0.5, 0.5, 0.1, 0.1), (1.0, 0.2, 0.7, 2.0)])
-def test_semobridge_t_loss_matches_formula(problem, with_bias, weights):
+@pytest.mark.parametrize("weights", TERM_WEIGHTS)
+def test_semobridge_t_loss_matches_formula(problem, backend, with_bias, weights):
     rng, W, y, f, T, n_classes = problem
     W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
     bias = rng.randn(n_classes, W.shape[0]) if with_bias else None
     text_pre = rng.randn(n_classes, W.shape[0])
-    expected_total, expected_terms = reference_t_loss(
+    weights = TERM_WEIGHTS[weights]
+    expected_total, terms = reference_t_loss(
         f, y, W_pinv, W, bias, T, text_pre, n_classes, weights
     )
-    t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    total, terms = semobridge_t_loss(
-        t(f), torch.as_tensor(y), t(W_pinv), t(W), t(bias), t(3.0 * T), t(text_pre),
-        n_classes=n_classes,
-        image_weight=weights[0],
-        text_weight=weights[1],
-        consistency_weight=weights[2],
+    total, *_ = hand_written_t_loss(
+        BACKENDS[backend](np.float64), f, y, W_pinv, W, bias, 3.0 * T, text_pre,
+        image_weight=weights[0], text_weight=weights[1], consistency_weight=weights[2],
         bias_norm_weight=weights[3],
     )
-    assert total.item() == pytest.approx(expected_total, rel=1e-10)
-    for name, value in expected_terms.items():
-        assert terms[name].item() == pytest.approx(value, rel=1e-10, abs=1e-12)
-    if with_bias:
-        assert expected_terms["bias_norm"] > 0
+    assert total == pytest.approx(expected_total, rel=1e-10, abs=1e-12)
+    assert min(terms["img"], terms["txtp"], terms["txte"], terms["consistency"]) > 0.1
+    assert (terms["bias_norm"] > 0) == with_bias
 
 
-def test_log_softmax_residual_holds_no_subnormal_floats():
-    """Softmax minus the targets over the classes (columns), with probabilities too small
-    for a normal float32 raised to exp(MIN_LOG_PROBA) rather than subnormal."""
-    from sklearn_cmm._math.semobridge_loss import MIN_LOG_PROBA, _log_softmax_and_residual
-
-    scores = torch.tensor([[0.0, 3.0], [-95.0, 1.0], [-200.0, 2.0]])  # classes x rows
-    targets = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
-    log_p, residual = _log_softmax_and_residual(scores, targets)
-    expected = torch.softmax(scores.double(), dim=0)
-    torch.testing.assert_close(log_p.double(), torch.log_softmax(scores.double(), dim=0))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_softmax_residual_holds_no_subnormal_floats(backend):
+    """Softmax minus the targets over the classes (rows), weighted by column, with
+    probabilities too small for a normal float32 raised to exp(MIN_LOG_PROBA) rather
+    than subnormal."""
+    arrays = BACKENDS[backend](np.float32)
+    scores = np.array([[0.0, 3.0], [-95.0, 1.0], [-200.0, 2.0]])  # classes x columns
+    targets = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    weights = np.array([0.5, 2.0])
+    log_p, residual = log_softmax_and_residual(
+        arrays.asarray(scores), arrays.asarray(targets * weights),
+        arrays.asarray(weights))
+    log_p, residual = np.asarray(log_p), np.asarray(residual)
+    expected = np.exp(scores - scores.max(axis=0)) / np.exp(scores - scores.max(axis=0)).sum(0)
+    np.testing.assert_allclose(log_p, np.log(expected), rtol=1e-6)
     small = expected < math.exp(MIN_LOG_PROBA)
     assert small.sum() == 2  # the premise: two probabilities below the floor
-    torch.testing.assert_close(residual.double()[~small], (expected - targets.double())[~small])
-    assert torch.all(residual[small] == math.exp(MIN_LOG_PROBA))
-    tiny = torch.finfo(torch.float32).tiny
-    assert not torch.any((residual != 0) & (residual.abs() < tiny))
-
-
-def test_semobridge_t_loss_is_differentiable_at_zero_bias(problem):
-    rng, W, y, f, T, n_classes = problem
-    W_pinv = torch.tensor(pinv_with_cutoff(W, 0.3), requires_grad=True)
-    bias = torch.zeros(n_classes, W.shape[0], dtype=torch.float64, requires_grad=True)
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    total, _ = semobridge_t_loss(
-        t(f), torch.as_tensor(y), W_pinv, t(W), bias, t(T), t(rng.randn(n_classes, W.shape[0])),
-        n_classes=n_classes,
-    )
-    total.backward()
-    assert torch.isfinite(W_pinv.grad).all() and torch.isfinite(bias.grad).all()
-    assert bias.grad.abs().sum() > 0
+    np.testing.assert_allclose(residual[~small], ((expected - targets) * weights)[~small],
+                               rtol=1e-6)
+    np.testing.assert_allclose(residual[small], (math.exp(MIN_LOG_PROBA) * weights)[[0, 0]],
+                               rtol=1e-6)
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((residual != 0) & (np.abs(residual) < tiny))
 
 
 def autograd_t_loss(f, y, W_pinv, W, bias, T, text_pre, *, n_classes, image_weight=0.5,
@@ -395,32 +413,33 @@ def autograd_t_loss(f, y, W_pinv, W, bias, T, text_pre, *, n_classes, image_weig
     return total
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bias_kind", ["none", "zero", "random"])
-def test_hand_written_gradient_equals_autograds(problem, dtype, bias_kind):
+def test_hand_written_gradient_equals_autograds(problem, backend, dtype, bias_kind):
     rng, W, y, f, T, n_classes = problem
-    t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
     W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
     bias = {"none": None, "zero": np.zeros((n_classes, W.shape[0])),
             "random": 0.3 * rng.randn(n_classes, W.shape[0])}[bias_kind]
     text_pre = rng.randn(n_classes, W.shape[0])
-    options = dict(n_classes=n_classes, image_weight=0.7, text_weight=0.4,
-                   consistency_weight=0.3, bias_norm_weight=0.2, image_logit_scale=30.0)
-    grads = []
-    for loss in (semobridge_t_loss, autograd_t_loss):
-        params = [t(W_pinv).requires_grad_()] + ([] if bias is None else [t(bias).requires_grad_()])
-        total = loss(t(f), torch.as_tensor(y), params[0], t(W), params[1] if bias is not None
-                     else None, t(T), t(text_pre), **options)
-        total = total[0] if isinstance(total, tuple) else total
-        (2.5 * total).backward()  # the backward pass scales by the incoming gradient
-        grads.append([total.item()] + [p.grad.numpy() for p in params])
-    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=tolerance)
-    for mine, reference in zip(grads[0][1:], grads[1][1:]):
-        scale = np.abs(reference).max()
-        np.testing.assert_allclose(mine, reference, atol=tolerance * max(scale, 1e-3))
-    if bias_kind == "zero":
-        assert np.abs(grads[0][2]).sum() > 0
+    options = dict(image_weight=0.7, text_weight=0.4, consistency_weight=0.3,
+                   bias_norm_weight=0.2, image_logit_scale=30.0)
+    mine = hand_written_t_loss(BACKENDS[backend](dtype), f, y, W_pinv, W, bias, T, text_pre,
+                               **options)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    params = [t(W_pinv).requires_grad_()] + ([] if bias is None else [t(bias).requires_grad_()])
+    total = autograd_t_loss(t(f), torch.as_tensor(y), params[0], t(W),
+                            params[1] if bias is not None else None, t(T), t(text_pre),
+                            n_classes=n_classes, **options)
+    total.backward()
+    reference = [total.item()] + [p.grad.numpy() for p in params]
+    tolerance = 1e-10 if dtype == np.float64 else 1e-5
+    assert mine[0] == pytest.approx(reference[0], rel=tolerance)
+    for got, expected in zip([g for g in mine[1:] if g is not None], reference[1:]):
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, atol=tolerance * max(scale, 1e-3))
+    if bias_kind == "zero":  # finite, and the bias gets a gradient at zero
+        assert np.isfinite(mine[2]).all() and np.abs(mine[2]).sum() > 0
 
 
 def test_pinv_cutoff_is_strict_at_the_threshold():

@@ -652,16 +652,19 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
     np.testing.assert_allclose(clf.decision_function(X_test), expected, rtol=1e-5, atol=1e-8)
 
 
-def test_lockstep_trainings_equal_separate_ones(data):
+@pytest.mark.parametrize("xp", [np, torch])
+def test_lockstep_trainings_equal_separate_ones(data, xp):
     from sklearn_cmm import _semobridge_training as training
+    from sklearn_cmm._torch import ArrayBackend
 
     X_train, y_train, _, _, text, W = data
     clf = fitted(data, train=True, early_stopping=False, max_iter=1)
     halves = [np.arange(0, 20, 2), np.arange(1, 20, 2)]
+    backend = ArrayBackend(torch.device("cpu"), xp)
 
     def trainings():
         return [training.BridgeTraining(X_train[rows], y_train[rows], W,
-                                           explicit_pinv(W, 0.3), text, text, clf, "cpu")
+                                        explicit_pinv(W, 0.3), text, text, clf, backend)
                 for rows in halves]
 
     together = trainings()
@@ -672,6 +675,28 @@ def test_lockstep_trainings_equal_separate_ones(data):
         training.run_steps([alone], 5, **schedule)
         for a, b in zip(alone.parameters(), together[k].parameters()):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_numpy_training_equals_torchs(data, monkeypatch):
+    """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
+    (here torch on the CPU), validation and checkpoints included."""
+    from sklearn_cmm import _torch
+
+    params = dict(train=True, max_iter=120, validation_interval=30, n_iter_no_change=None,
+                  learning_rate=1e-2, search="cv", n_search_trials=10, random_state=0)
+    on_numpy = fitted(data, **params)
+    monkeypatch.setattr(_torch.ArrayBackend, "__init__",
+                        lambda self, device, xp=None: vars(self).update(device=device, xp=torch))
+    on_torch = fitted(data, **params)
+    assert on_numpy.best_iter_ > 0  # the premise: a trained bridge is kept
+    assert on_torch.best_iter_ == on_numpy.best_iter_
+    np.testing.assert_array_equal(on_torch.validation_scores_, on_numpy.validation_scores_)
+    for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
+        np.testing.assert_allclose(getattr(on_torch, name), getattr(on_numpy, name),
+                                   rtol=1e-5, atol=1e-6)
+    X_test = data[2]
+    np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("max_held_out", [1000, 7])  # all shots scored; a random 7

@@ -66,29 +66,35 @@ def test_losses_are_the_loss_before_each_step(monkeypatch):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_full_batch_adamw_follows_torchs_adamw(weight_decay):
-    """Two tensors, a changing learning rate and gradient: bitwise torch's fused AdamW,
-    and its plain (unfused) step to float32 rounding."""
+    """Two arrays, a changing learning rate and gradient: bitwise torch's fused AdamW, on
+    tensors and numpy arrays (updated in place), and its plain (unfused) step to float32
+    rounding."""
     rng = np.random.default_rng(0)
     start = [torch.tensor(rng.standard_normal(shape), dtype=torch.float32)
              for shape in [(4, 3), (5,)]]
     ours = [t.clone() for t in start]
+    ours_numpy = [t.numpy().copy() for t in start]
     fused, plain = ([t.clone().requires_grad_() for t in start] for _ in range(2))
     references = [torch.optim.AdamW(params, lr=1.0, weight_decay=weight_decay, **kind)
                   for params, kind in [(fused, {"fused": True}), (plain, {"foreach": False})]]
-    optimizer = FullBatchAdamW(ours, weight_decay=weight_decay)
+    optimizers = [FullBatchAdamW(params, weight_decay=weight_decay)
+                  for params in (ours, ours_numpy)]
     for step, lr in enumerate([1e-3, 0.1, 0.05, 0.3, 0.3]):
         grads = [torch.tensor(rng.standard_normal(t.shape), dtype=torch.float32) * (step + 1)
                  for t in start]
-        optimizer.step(grads, lr)
+        optimizers[0].step(grads, lr)
+        optimizers[1].step([g.numpy() for g in grads], lr)
         for reference, params in zip(references, [fused, plain]):
             reference.param_groups[0]["lr"] = lr
             for p, g in zip(params, grads):
                 p.grad = g.clone()
             reference.step()
-    for a, b, c in zip(ours, fused, plain):
+    for a, a_numpy, b, c in zip(ours, ours_numpy, fused, plain):
         assert torch.equal(a, b.detach())
         torch.testing.assert_close(a, c.detach(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(a_numpy, b.detach().numpy())
     assert not torch.equal(ours[0], start[0])
+    assert not np.array_equal(ours_numpy[0], start[0].numpy())
 
 
 def test_zero_steps_leave_the_parameters():
