@@ -121,6 +121,45 @@ def test_a_failed_fit_restores_the_threads():
     assert torch.get_num_threads() == before and blas_threads() == blas_before
 
 
+def test_numpy_training_runs_adamws_torch_kernel_on_one_thread(monkeypatch):
+    """SeMoBridge-T on the CPU: numpy's BLAS keeps the fit's threads, torch's AdamW
+    kernel gets one (two pools taking every core spin against each other), and the
+    fit's count comes back after the training."""
+    from sklearn_cmm import _torch
+
+    X, y, text, W = _problem()
+    seen = []
+    original = _torch.FullBatchAdamW.step
+
+    def step(optimizer, grads, lr):
+        seen.append((torch.get_num_threads(), set(blas_threads())))
+        original(optimizer, grads, lr)
+
+    monkeypatch.setattr(_torch.FullBatchAdamW, "step", step)
+    after_training = []
+    monkeypatch.setattr("sklearn_cmm._semobridge_training.check_converged",
+                        _recording(after_training))
+    before, blas_before = torch.get_num_threads(), blas_threads()
+    SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None,
+                         train=True, early_stopping=False, max_iter=3, device="cpu",
+                         n_jobs=2).fit(X, y)
+    assert seen == [(1, {2})] * 3
+    assert after_training == [2]  # the fit's threads again once the steps are done
+    assert torch.get_num_threads() == before and blas_threads() == blas_before
+
+
+def _recording(counts):
+    from sklearn_cmm import _semobridge_training
+
+    original = _semobridge_training.check_converged
+
+    def check_converged(training):
+        counts.append(torch.get_num_threads())
+        return original(training)
+
+    return check_converged
+
+
 def test_results_do_not_depend_on_the_thread_count():
     X, y, text, W = _problem()
     for sized, fixed in zip(_estimators(text, W, None), _estimators(text, W, 2)):
