@@ -321,10 +321,17 @@ BACKENDS = {
 }
 
 
+#: Rows of the problem's shots: all 11, or 5 (every class, one twice).
+SHOTS = {"all": slice(None), "few": [0, 2, 5, 7, 8]}
+
+
 def hand_written_t_loss(backend, f, y, W_pinv, W, bias, T, text_pre, **options):
     """SeMoBridgeTLoss at (W_pinv, bias) as float64 numpy: the total, d W_pinv, d bias."""
     loss = SeMoBridgeTLoss(f, y, W, T, text_pre, backend=backend,
                            class_bias=bias is not None, **options)
+    # the class means of the bridged shots are projected means where the width (5) is
+    # below the number of shots (11), means of the projected shots otherwise (5)
+    assert loss.project_means == (len(f) > W.shape[0])
     stacked = W_pinv if bias is None else np.vstack([W_pinv, bias])
     total, grad = loss.value_and_grad(backend.asarray(stacked))
     grad = np.asarray(grad, dtype=np.float64)
@@ -340,8 +347,10 @@ TERM_WEIGHTS = {  # image, text, consistency, bias-norm weights that single out 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("weights", TERM_WEIGHTS)
-def test_semobridge_t_loss_matches_formula(problem, backend, with_bias, weights):
+@pytest.mark.parametrize("shots", ["all", "few"])
+def test_semobridge_t_loss_matches_formula(problem, backend, with_bias, weights, shots):
     rng, W, y, f, T, n_classes = problem
+    y, f = y[SHOTS[shots]], f[SHOTS[shots]]
     W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
     bias = rng.randn(n_classes, W.shape[0]) if with_bias else None
     text_pre = rng.randn(n_classes, W.shape[0])
@@ -416,8 +425,10 @@ def autograd_t_loss(f, y, W_pinv, W, bias, T, text_pre, *, n_classes, image_weig
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bias_kind", ["none", "zero", "random"])
-def test_hand_written_gradient_equals_autograds(problem, backend, dtype, bias_kind):
+@pytest.mark.parametrize("shots", SHOTS)
+def test_hand_written_gradient_equals_autograds(problem, backend, dtype, bias_kind, shots):
     rng, W, y, f, T, n_classes = problem
+    y, f = y[SHOTS[shots]], f[SHOTS[shots]]
     W_pinv = pinv_with_cutoff(W, 0.3) + 0.1 * rng.randn(W.shape[1], W.shape[0])
     bias = {"none": None, "zero": np.zeros((n_classes, W.shape[0])),
             "random": 0.3 * rng.randn(n_classes, W.shape[0])}[bias_kind]
