@@ -234,8 +234,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     bias_norm_loss_weight : float, default=0.1
         Weight of the variance of the class biases' norms.
     device : str, default="auto"
-        Torch device of the training (``"auto"``: the first GPU if any, else the CPU).
-        Prediction always runs in float64 numpy.
+        Torch device of the training (``"auto"``: the first GPU if any, else the CPU). On
+        a GPU the training runs on torch tensors, on the CPU on numpy arrays (the same
+        code and results to float32 rounding; numpy's operations cost less at few-shot
+        sizes, see the user guide, *Speed*). Prediction always runs in float64 numpy.
     verbose : bool or int, default=False
         Show a progress bar during training.
 
