@@ -88,6 +88,12 @@ class ArrayBackend:
             return np.array(array, dtype=np.float32)
         return as_tensor(array, self.device)
 
+    def asindices(self, array):
+        """An integer numpy array as the backend's index array."""
+        if self.xp is np:
+            return np.asarray(array, dtype=np.intp)
+        return torch.as_tensor(array, dtype=torch.long, device=self.device)
+
     def stack_to_numpy(self, scalars):
         """Scalars of the backend (the losses of a training) as one float64 numpy array.
 

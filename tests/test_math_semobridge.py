@@ -315,9 +315,11 @@ def reference_t_loss(f, y, W_pinv, W, bias, T, text_pre, n_classes, weights):
 
 #: The loss's arrays: numpy (the CPU) and torch (a GPU; here on the CPU), in a dtype.
 BACKENDS = {
-    "numpy": lambda dtype: SimpleNamespace(xp=np, asarray=lambda a: np.array(a, dtype=dtype)),
+    "numpy": lambda dtype: SimpleNamespace(xp=np, asarray=lambda a: np.array(a, dtype=dtype),
+                                           asindices=np.asarray),
     "torch": lambda dtype: SimpleNamespace(
-        xp=torch, asarray=lambda a: torch.tensor(a, dtype=getattr(torch, np.dtype(dtype).name))),
+        xp=torch, asarray=lambda a: torch.tensor(a, dtype=getattr(torch, np.dtype(dtype).name)),
+        asindices=torch.as_tensor),
 }
 
 

@@ -77,7 +77,12 @@ class SeMoBridgeTLoss:
 
     The trained parameters are one array ``P``: ``W_pinv`` stacked on the bias (``[W_pinv;
     B]``, shape ``(dim + n_classes, width)``), or ``W_pinv`` alone without class bias, so
-    that the tokens ``[f, onehot(y)] @ P`` and their gradient are one product each.
+    that one AdamW update serves both and its gradient is one product,
+    ``[f, onehot(y)]^T d_tokens``. The bias of each shot is gathered (``B[y]``), and so
+    are the classes' rows where a class mean is transposed in the gradient: as products
+    with one-hot matrices they cost ``n_classes`` times more, 15% of a step's
+    multiply-adds at ImageNet scale. The class sums stay products: the scatter-adds that
+    would replace them are not deterministic on CUDA.
 
     Parameters
     ----------
@@ -92,8 +97,9 @@ class SeMoBridgeTLoss:
     text_pre : ndarray of shape (n_classes, width)
         Class text features before the projection (normalised here).
     backend : object
-        Where the loss computes: ``backend.xp`` is ``numpy`` or ``torch``, and
-        ``backend.asarray`` turns a numpy array into one of its arrays (dtype, device), as
+        Where the loss computes: ``backend.xp`` is ``numpy`` or ``torch``,
+        ``backend.asarray`` turns a numpy array into one of its arrays (dtype, device) and
+        ``backend.asindices`` an integer array into one that indexes them, as
         :class:`sklearn_cmm._torch.ArrayBackend`.
     class_bias : bool
         Whether ``P`` holds a class bias below ``W_pinv``.
@@ -109,6 +115,7 @@ class SeMoBridgeTLoss:
         n, dim = f.shape
         n_classes = len(T)
         onehot = np.eye(n_classes)[y]
+        counts = onehot.sum(axis=0)[:, None]
         self.n, self.dim, self.n_classes = n, dim, n_classes
         self.class_bias = class_bias
         # F_hat's class means as (class means of e) @ W where the width is below the number
@@ -122,20 +129,20 @@ class SeMoBridgeTLoss:
             np.full(n, image_weight / n), np.full(n, consistency_weight / n),
             np.full(2 * n_classes, text_weight / 2 / n_classes)])
         targets = np.hstack([onehot.T, onehot.T, np.eye(n_classes), np.eye(n_classes)])
-        inputs = np.hstack([f, onehot]) if class_bias else f
-        class_mean = onehot.T / onehot.sum(axis=0)[:, None]
         # The img and consistency scores are one product of F_hat with the shots stacked
         # as columns: the scaled unit shots (fixed) beside the unit bridged shots (written
         # each step). Columns, because OpenBLAS multiplies by a transposed operand of
         # this shape 4x slower (20 against 5 microseconds at 10 x 64 x 320).
         shots_T = np.hstack([image_logit_scale * l2_normalize(f).T, np.zeros_like(f.T)])
         self.xp, asarray = backend.xp, backend.asarray
-        (self.inputs, self.inputs_T, self.W, self.W_T, self.class_mean, self.class_mean_T,
+        inputs_T = np.vstack([f.T, onehot.T]) if class_bias else f.T
+        (self.f, self.inputs_T, self.W, self.W_T, self.class_mean, self.inverse_counts,
          self.T_unit, self.pre_unit, self.column_weights, self.weighted_targets,
          self.shots_T) = (
             asarray(np.ascontiguousarray(a)) for a in (
-                inputs, inputs.T, W, W.T, class_mean, class_mean.T,
-                l2_normalize(T), l2_normalize(text_pre), weights, targets * weights, shots_T))
+                f, inputs_T, W, W.T, onehot.T / counts, 1 / counts, l2_normalize(T),
+                l2_normalize(text_pre), weights, targets * weights, shots_T))
+        self.y = backend.asindices(y)
         self.flat_targets = self.weighted_targets.reshape(-1)
         self.scores = asarray(np.zeros((n_classes, 2 * n + 2 * n_classes)))
 
@@ -154,9 +161,12 @@ class SeMoBridgeTLoss:
         d_P : array of the shape of ``P``
             Its gradient.
         """
-        xp, n, c = self.xp, self.n, self.n_classes
+        xp, n, c, dim = self.xp, self.n, self.n_classes, self.dim
         shots_T, scores = self.shots_T, self.scores
-        e, e_norm = unit_rows(self.inputs @ P)
+        tokens = self.f @ P[:dim]
+        if self.class_bias:
+            tokens += P[dim:][self.y]  # b_{y_i}, gathered
+        e, e_norm = unit_rows(tokens)
         f_hat = e @ self.W
         E_raw = self.class_mean @ e
         # the class mean of f_hat = e W, in the cheaper order (c w d or c n d products)
@@ -170,7 +180,8 @@ class SeMoBridgeTLoss:
         log_p, residual = log_softmax_and_residual(scores, self.weighted_targets,
                                                    self.column_weights)
         total = -(log_p.reshape(-1) @ self.flat_targets)
-        # back through the scores, the normalisations and the class means
+        # back through the scores, the normalisations and the class means (whose
+        # transposes are gathers of the classes' rows, not one-hot products)
         d_F_hat = residual[:, : 2 * n] @ shots_T.T
         d_F_hat += residual[:, 2 * n : 2 * n + c].T @ self.T_unit
         d_f_hat = unit_rows_grad(f_hat_unit, f_hat_norm, residual[:, n : 2 * n].T @ F_hat)
@@ -179,17 +190,18 @@ class SeMoBridgeTLoss:
         if self.project_means:
             d_E_raw += d_F_raw @ self.W_T
         else:
-            d_f_hat += self.class_mean_T @ d_F_raw
+            d_f_hat += (d_F_raw * self.inverse_counts)[self.y]
         d_e = d_f_hat @ self.W_T
-        d_e += self.class_mean_T @ d_E_raw
-        d_P = self.inputs_T @ unit_rows_grad(e, e_norm, d_e)
-        if self.class_bias:
-            # the variance of the bias norms, and its gradient 2 (||b_c|| - mean) / c
-            # along b_c / ||b_c|| (0 at b_c = 0, as torch's norm gradient there)
-            bias = P[self.dim :]
-            norms = xp.sqrt(row_dots(bias, bias))
-            deviation = norms - norms.sum() / c
-            total = total + self.bias_norm_weight / c * (deviation @ deviation)
-            pull = deviation / norms.clip(NORM_EPS)
-            d_P[self.dim :] += bias * (2 * self.bias_norm_weight / c * pull)[:, None]
+        d_e += (d_E_raw * self.inverse_counts)[self.y]
+        d_P = self.inputs_T @ unit_rows_grad(e, e_norm, d_e)  # [f, onehot(y)]^T d_tokens
+        if not self.class_bias:
+            return total, d_P
+        # the variance of the bias norms, and its gradient 2 (||b_c|| - mean) / c along
+        # b_c / ||b_c|| (0 at b_c = 0, as torch's norm gradient there)
+        bias = P[dim:]
+        norms = xp.sqrt(row_dots(bias, bias))
+        deviation = norms - norms.sum() / c
+        total = total + self.bias_norm_weight / c * (deviation @ deviation)
+        pull = deviation / norms.clip(NORM_EPS)
+        d_P[dim:] += bias * (2 * self.bias_norm_weight / c * pull)[:, None]
         return total, d_P
