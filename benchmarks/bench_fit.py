@@ -18,7 +18,8 @@ the thread count the fit was given), as many as the path evaluates.
   its whole fit is reported beside (``default_fit_s``).
 - SeMoBridge-T (``early_stopping=False``, ``calibration=None``, ``--steps`` steps, 5000
   for 10 classes x 16 shots x 64-d): the fit minus the closed form, per step, against the
-  fifteen products of one step (seven forward, eight for the gradient).
+  thirteen or fourteen products of one step (seven forward, six or seven for the
+  gradient).
 
 Target: every trained path within 3x its floor, and SeMoBridge-T's 5000 steps at 10 x 16
 x 64 within 1 s on 2 CPU cores.
@@ -148,11 +149,15 @@ def _cmm_products(n, d, c):
 
 def _sbt_products(n, d, c):
     """One SeMoBridge-T step with class bias (width = dim): forward, then the gradient
-    (``sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss.value_and_grad``)."""
-    return [(n, d + c, d), (n, d, d), (c, n, d), (c, d, d), (c, d, 2 * n), (c, d, c),
-            (c, d, c),
-            (c, 2 * n, d), (c, c, d), (n, c, d), (c, c, d), (c, d, d), (n, d, d), (n, c, d),
-            (d + c, n, d)]
+    (``sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss.value_and_grad``). The bridged
+    class means are taken as the class means of the tokens times the projection when the
+    width is below the number of shots, else from the bridged shots (no product in the
+    gradient then: a gather)."""
+    projected = d < n
+    means = [(c, d, d)] if projected else [(c, n, d)]
+    return [(n, d, d), (n, d, d), (c, n, d), *means, (c, d, 2 * n), (c, d, c), (c, d, c),
+            (c, 2 * n, d), (c, c, d), (n, c, d), (c, c, d), *([(c, d, d)] if projected else []),
+            (n, d, d), (d + c, n, d)]
 
 
 def _timed_fit(estimator, X, y, repeats):
