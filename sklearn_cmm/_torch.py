@@ -18,6 +18,8 @@ from ._threads import sync_torch_threads
 
 #: dtype of every tensor the estimators train with; results come back as float64 numpy.
 TRAIN_DTYPE = torch.float32
+#: The same dtype for the trainings on numpy arrays (:class:`ArrayBackend`).
+_NUMPY_TRAIN_DTYPE = torch.empty(0, dtype=TRAIN_DTYPE).numpy().dtype
 
 
 def resolve_device(device="auto"):
@@ -85,7 +87,7 @@ class ArrayBackend:
     def asarray(self, array):
         """A ``TRAIN_DTYPE`` copy of a numpy array, in the backend's arrays."""
         if self.xp is np:
-            return np.array(array, dtype=np.float32)
+            return np.array(array, dtype=_NUMPY_TRAIN_DTYPE)
         return as_tensor(array, self.device)
 
     def asindices(self, array):

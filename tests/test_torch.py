@@ -148,3 +148,23 @@ def test_a_diverging_run_raises_instead_of_returning_nan(loop):
             minimize_full_batch([w], loss, max_iter=5, learning_rate=1e30)
         else:
             minimize_lbfgs([w], loss, max_iter=50, tol=1e-9)
+
+
+def test_array_backend_is_numpy_on_the_cpu_and_torch_elsewhere():
+    from sklearn_cmm._torch import ArrayBackend
+
+    assert ArrayBackend(torch.device("cpu")).xp is np
+    assert ArrayBackend(torch.device("cuda")).xp is torch  # chosen by type, not opened
+    source = np.arange(6.0).reshape(2, 3)
+    source.setflags(write=False)  # read-only input: copied, never written
+    for xp in (np, torch):
+        backend = ArrayBackend(torch.device("cpu"), xp)
+        array = backend.asarray(source)
+        assert isinstance(array, np.ndarray if xp is np else torch.Tensor)
+        assert str(array.dtype).endswith("float32")
+        array[0, 0] = 99.0
+        assert source[0, 0] == 0.0
+        indices = backend.asindices(np.array([1, 0]))
+        np.testing.assert_array_equal(np.asarray(array[indices]), [[3, 4, 5], [99, 1, 2]])
+        losses = backend.stack_to_numpy([array[0, 1], array[1, 2]])
+        assert losses.dtype == np.float64 and losses.tolist() == [1.0, 5.0]
