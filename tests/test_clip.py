@@ -83,6 +83,22 @@ def test_json_config_path_registers_the_model(tmp_path):
     assert "sklearn-cmm-test-json" in open_clip.list_models()
 
 
+def test_registered_configs_leave_no_temporary_folder(tmp_path, monkeypatch):
+    """The stripped copy open_clip reads is removed once read; the config stays
+    registered, also after open_clip rescans its configs for the next one."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    first = write_config(tmp_path / "sklearn-cmm-test-gone-a.json",
+                         preprocess_cfg={"mean": [0.5, 0.5, 0.5]})
+    config.model_name(first)
+    config.model_name(write_config(tmp_path / "sklearn-cmm-test-gone-b.json"))
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert open_clip.get_model_config("sklearn-cmm-test-gone-a") == TINY_CONFIG
+    assert "preprocess_cfg" not in open_clip.get_model_config("sklearn-cmm-test-gone-a")
+
+
 def test_config_errors(tmp_path, tiny_clip):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match="Cannot read the model config"):

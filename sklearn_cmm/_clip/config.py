@@ -26,7 +26,6 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _LOCK = threading.RLock()
 _REGISTERED_CONFIGS = {}  # resolved .json path -> open_clip model name
 _CONFIG_PREPROCESS = {}  # model name -> preprocess_cfg carried by its registered config
-_config_dir = None  # temporary folder of the configs registered with open_clip
 
 
 def open_clip_module():
@@ -38,15 +37,6 @@ def open_clip_module():
     import open_clip
 
     return open_clip
-
-
-def _stripped_config_dir():
-    # open_clip registers configs from files and passes every config key to the model's
-    # constructor, so a config with a preprocess_cfg is registered from a stripped copy.
-    global _config_dir
-    if _config_dir is None:
-        _config_dir = tempfile.TemporaryDirectory(prefix="sklearn_cmm_configs_")
-    return Path(_config_dir.name)
 
 
 def _register_config(path):
@@ -83,9 +73,14 @@ def _register_config(path):
                 f"{str(path)!r} so that its file name (the model name) is unique."
             )
         if existing is None:
-            stripped = _stripped_config_dir() / f"{name}.json"
-            stripped.write_text(json.dumps(config))
-            open_clip.add_model_config(stripped)
+            # open_clip registers configs from files and passes every config key to the
+            # model's constructor, so a config with a preprocess_cfg is registered from a
+            # stripped copy. open_clip reads a file when it is added (and skips a missing
+            # one when it rescans), so the copy lives only that long.
+            with tempfile.TemporaryDirectory(prefix="sklearn_cmm_configs_") as folder:
+                stripped = Path(folder) / f"{name}.json"
+                stripped.write_text(json.dumps(config))
+                open_clip.add_model_config(stripped)
         _CONFIG_PREPROCESS[name] = preprocess
         _REGISTERED_CONFIGS[path] = name
         return name
