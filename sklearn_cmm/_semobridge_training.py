@@ -1,6 +1,7 @@
 """SeMoBridge-T's training: one optimisation per fold, stepped in lockstep.
 
-On numpy arrays on the CPU, torch tensors on a GPU (:class:`~sklearn_cmm._torch.ArrayBackend`).
+On numpy arrays on the CPU, torch tensors on a GPU
+(:class:`~sklearn_cmm._torch.ArrayBackend`).
 :class:`~sklearn_cmm.SeMoBridgeClassifier` imports this module only when it trains, so a
 closed-form fit never loads torch.
 """

@@ -180,8 +180,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         shots before the normalisation, by full-batch AdamW on the loss
         ``image_loss_weight img + text_loss_weight (txtp + txte) / 2
         + consistency_loss_weight consistency + bias_norm_loss_weight bias_norm``
-        (see :class:`~sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss`). Queries are bridged
-        without bias.
+        (see :class:`~sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss`). Queries are
+        bridged without bias.
     class_bias : bool, default=True
         Train the class-specific bias (only with ``train=True``).
     max_iter : int, default=1000
