@@ -29,7 +29,6 @@ class BridgeTraining:
         self.backend = backend
         # Nothing in the training is random: full batch, deterministic initialisation
         # (the bias at 0). W_pinv and the bias are one array (SeMoBridgeTLoss).
-        self.dim, self.class_bias = W_pinv.shape[0], params.class_bias
         if params.class_bias:
             W_pinv = np.vstack([W_pinv, np.zeros((len(params.classes_), W.shape[0]))])
         self.stacked = backend.asarray(W_pinv)
@@ -52,8 +51,8 @@ class BridgeTraining:
 
     def parameters(self):
         """``W_pinv`` and the bias (None without class bias) as float64 arrays."""
-        stacked = to_numpy(self.stacked)
-        return stacked[: self.dim], stacked[self.dim :] if self.class_bias else None
+        stacked, dim = to_numpy(self.stacked), self.objective.dim
+        return stacked[:dim], stacked[dim:] if self.objective.class_bias else None
 
 
 def lockstep(optimizer, runs, lr):
