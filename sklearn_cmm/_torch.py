@@ -101,9 +101,7 @@ class ArrayBackend:
 
         One synchronisation with the device for all of them, not one a step.
         """
-        if self.xp is np:
-            return np.asarray(scalars, dtype=np.float64)
-        return as_numpy(torch.stack(scalars))
+        return to_numpy(self.xp.stack(scalars))
 
 
 def to_numpy(array):
