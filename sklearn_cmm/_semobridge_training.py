@@ -6,16 +6,14 @@ On numpy arrays on the CPU, torch tensors on a GPU
 closed-form fit never loads torch.
 """
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ._math.semobridge import warmup_learning_rate
 from ._math.semobridge_loss import SeMoBridgeTLoss
-from ._threads import single_torch_thread
-from ._torch import FullBatchAdamW, check_converging, to_numpy
+from ._torch import (FullBatchAdamW, check_converging, stack_to_numpy, to_numpy,
+                     training_arrays)
 
 #: Learning rate at the first step of SeMoBridge-T's linear warm-up (the authors' setting).
 WARMUP_START_LR = 1e-5
@@ -78,12 +76,8 @@ def run_steps(
                                weight_decay=weight_decay)
     # Nothing here is differentiated (the gradient is the loss's own): on tensors,
     # inference mode skips autograd's dispatch on every operation (a fifth of a step at
-    # few-shot sizes on a CPU). On numpy arrays, AdamW's torch kernel runs on one thread
-    # beside numpy's BLAS threads. A run that diverges raises at its end
-    # (check_converged), not with numpy's warnings along the way.
-    on_numpy = runs[0].backend.xp is np
-    with (torch.inference_mode(), single_torch_thread() if on_numpy else nullcontext(),
-          np.errstate(over="ignore", invalid="ignore")):
+    # few-shot sizes on a CPU).
+    with torch.inference_mode(), training_arrays([runs[0].stacked]):
         for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
                          leave=False):
             at_checkpoint = step % validation_interval == 0 or step == n_steps
@@ -98,6 +92,6 @@ def run_steps(
 
 def check_converged(training):
     """The losses of a finished training as numpy; raises if it diverged (NaN, inf)."""
-    losses = training.backend.stack_to_numpy(training.losses)
+    losses = stack_to_numpy(training.losses)
     check_converging(losses, [training.stacked], "SeMoBridge-T")
     return losses

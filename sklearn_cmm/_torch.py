@@ -7,6 +7,7 @@ on the CPU, torch tensors on a GPU.
 """
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from torch.optim.adamw import adamw
 from tqdm.auto import tqdm
 
 from ._device import check_device
-from ._threads import sync_torch_threads
+from ._threads import single_torch_thread, sync_torch_threads
 
 #: dtype of every tensor the estimators train with; results come back as float64 numpy.
 TRAIN_DTYPE = torch.float32
@@ -96,12 +97,15 @@ class ArrayBackend:
             return np.asarray(array, dtype=np.intp)
         return torch.as_tensor(array, dtype=torch.long, device=self.device)
 
-    def stack_to_numpy(self, scalars):
-        """Scalars of the backend (the losses of a training) as one float64 numpy array.
 
-        One synchronisation with the device for all of them, not one a step.
-        """
-        return to_numpy(self.xp.stack(scalars))
+def stack_to_numpy(scalars):
+    """Scalars of numpy or of torch (the losses of a training) as one float64 numpy array.
+
+    One synchronisation with the device for all of them, not one a step.
+    """
+    if isinstance(scalars[0], torch.Tensor):
+        return as_numpy(torch.stack(scalars))
+    return np.array(scalars, dtype=np.float64)
 
 
 def to_numpy(array):
@@ -154,9 +158,48 @@ def _as_shared_tensor(array):
     return torch.from_numpy(array) if isinstance(array, np.ndarray) else array
 
 
+def autograd_value_and_grad(params, loss_fn):
+    """A loss written for autograd as the ``value_and_grad`` the minimisers take.
+
+    Parameters
+    ----------
+    params : list of torch.Tensor
+        Leaf tensors with ``requires_grad=True``.
+    loss_fn : callable
+        Takes no argument and returns a scalar tensor of ``params``.
+
+    Returns
+    -------
+    value_and_grad : callable
+        Takes no argument; returns the loss (detached) and the gradients of ``params``.
+    """
+
+    def value_and_grad():
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        return loss.detach(), [p.grad for p in params]
+
+    return value_and_grad
+
+
+@contextmanager
+def training_arrays(params):
+    """The block trains ``params``: on numpy arrays, torch's kernels (AdamW, L-BFGS's
+    algebra) run on one thread beside numpy's BLAS threads
+    (:func:`~sklearn_cmm._threads.single_torch_thread`), and numpy's overflow warnings
+    are off (a run that diverges raises at its end, :func:`check_converging`)."""
+    if not isinstance(params[0], np.ndarray):
+        yield
+        return
+    with single_torch_thread(), np.errstate(over="ignore", invalid="ignore"):
+        yield
+
+
 def minimize_full_batch(
     params,
-    loss_fn,
+    value_and_grad,
     *,
     max_iter,
     learning_rate,
@@ -167,7 +210,7 @@ def minimize_full_batch(
     verbose=False,
     desc="training",
 ):
-    """Minimise ``loss_fn()`` over ``params`` with full-batch AdamW.
+    """Minimise a loss over ``params`` with full-batch AdamW.
 
     The learning rate rises linearly from ``warmup_start_lr`` to ``learning_rate`` over
     the first ``warmup_iter`` steps, then stays constant or, with ``schedule="cosine"``,
@@ -177,10 +220,12 @@ def minimize_full_batch(
 
     Parameters
     ----------
-    params : list of torch.Tensor
-        Leaf tensors with ``requires_grad=True``; updated in place.
-    loss_fn : callable
-        Takes no argument and returns a scalar tensor.
+    params : list of torch.Tensor or list of ndarray
+        The arrays, updated in place (:class:`FullBatchAdamW`).
+    value_and_grad : callable
+        Takes no argument and returns the loss (a scalar array) and its gradients with
+        respect to ``params``, at their current values (a hand-written gradient, or
+        :func:`autograd_value_and_grad`).
     max_iter : int
         Number of optimisation steps (0 leaves ``params`` untouched).
     learning_rate, weight_decay : float
@@ -211,32 +256,47 @@ def minimize_full_batch(
     optimizer = FullBatchAdamW(params, weight_decay=weight_decay)
     # Losses stay on the device until the end: one synchronisation instead of one a step.
     losses = []
-    for step in tqdm(range(max_iter), desc=desc, disable=not verbose, leave=False):
-        if step < warmup_iter:
-            lr = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_iter
-        elif schedule == "cosine":
-            progress = (step - warmup_iter) / (max_iter - warmup_iter)
-            lr = learning_rate * (1.0 + math.cos(math.pi * progress)) / 2.0
-        else:
-            lr = learning_rate
-        for p in params:
-            p.grad = None
-        loss = loss_fn()
-        loss.backward()
-        optimizer.step([p.grad for p in params], lr)
-        losses.append(loss.detach())
-    losses = as_numpy(torch.stack(losses))
+    with training_arrays(params):
+        for step in tqdm(range(max_iter), desc=desc, disable=not verbose, leave=False):
+            if step < warmup_iter:
+                lr = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_iter
+            elif schedule == "cosine":
+                progress = (step - warmup_iter) / (max_iter - warmup_iter)
+                lr = learning_rate * (1.0 + math.cos(math.pi * progress)) / 2.0
+            else:
+                lr = learning_rate
+            loss, grads = value_and_grad()
+            optimizer.step(grads, lr)
+            losses.append(loss)
+    losses = stack_to_numpy(losses)
     check_converging(losses, params, desc)
     return losses
 
 
-def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="training"):
-    """Minimise ``loss_fn()`` over ``params`` with full-batch L-BFGS (strong Wolfe).
+def minimize_lbfgs(params, value_and_grad, *, max_iter, tol, verbose=False,
+                   desc="training"):
+    """Minimise a loss over ``params`` with full-batch L-BFGS (strong Wolfe).
 
     torch's :class:`~torch.optim.LBFGS` (history 10, unit step, strong Wolfe line
-    search). Stops after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations,
+    search), on tensors or on numpy arrays through tensors that share their memory.
+    Stops after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations,
     whichever comes first, or when the loss or the step changes by less than ``tol``, or
     the largest gradient entry falls below ``tol``.
+
+    Parameters
+    ----------
+    params : list of torch.Tensor or list of ndarray
+        The arrays, updated in place.
+    value_and_grad : callable
+        As :func:`minimize_full_batch`'s.
+    max_iter : int
+        Most iterations.
+    tol : float
+        The tolerances above.
+    verbose : bool, default=False
+        Show a tqdm progress bar.
+    desc : str
+        The bar's label.
 
     Returns
     -------
@@ -245,8 +305,9 @@ def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="train
     n_iter : int
         Iterations taken.
     """
+    shared = [_as_shared_tensor(p) for p in params]
     optimizer = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, max_eval=max(max_iter, int(1.25 * max_iter)),
+        shared, lr=1.0, max_iter=max_iter, max_eval=max(max_iter, int(1.25 * max_iter)),
         tolerance_grad=tol, tolerance_change=tol, history_size=10,
         line_search_fn="strong_wolfe",
     )
@@ -255,17 +316,19 @@ def minimize_lbfgs(params, loss_fn, *, max_iter, tol, verbose=False, desc="train
                leave=False)
 
     def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        loss.backward()
-        losses.append(loss.detach())
+        loss, grads = value_and_grad()
+        for p, grad in zip(shared, grads):
+            p.grad = _as_shared_tensor(grad)
+        # L-BFGS takes the loss as a Python float at every evaluation anyway
+        losses.append(float(loss))
         bar.update()
-        return loss
+        return losses[-1]
 
-    optimizer.step(closure)
+    with training_arrays(params):
+        optimizer.step(closure)
     bar.close()
-    n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
-    losses = as_numpy(torch.stack(losses))
+    n_iter = optimizer.state[shared[0]].get("n_iter", 0)
+    losses = np.array(losses)
     check_converging(losses, params, desc)
     return losses, int(n_iter)
 

@@ -442,7 +442,8 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         import torch
 
         from ._math.tip_adapter_loss import tip_adapter_f_loss
-        from ._torch import as_numpy, as_tensor, minimize_full_batch, resolve_device
+        from ._torch import (as_numpy, as_tensor, autograd_value_and_grad, minimize_full_batch,
+                             resolve_device)
 
         device = resolve_device(self.device)
         queries = as_tensor(keys, device)
@@ -460,9 +461,9 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
             )
 
         losses = minimize_full_batch(
-            [delta], loss_fn, max_iter=self.max_iter, learning_rate=self.learning_rate,
-            weight_decay=WEIGHT_DECAY, schedule="cosine", verbose=self.verbose,
-            desc="Tip-Adapter-F",
+            [delta], autograd_value_and_grad([delta], loss_fn), max_iter=self.max_iter,
+            learning_rate=self.learning_rate, weight_decay=WEIGHT_DECAY, schedule="cosine",
+            verbose=self.verbose, desc="Tip-Adapter-F",
         )
         # The float64 cache plus the float32 change: the start is the cache exactly.
         return keys + as_numpy(delta), losses

@@ -361,51 +361,35 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         return refinement_budget(n_samples, dim, n_classes, self.train_text)
 
     def _refine(self, V, y_encoded, W0, max_iter):
-        """Train the residuals of ``W`` (and of ``T``) with torch, then store them."""
-        import torch
+        """Train the residuals of ``W`` (and of ``T``), then store them."""
+        from ._math.cmm_loss import CMMRefinementLoss
+        from ._torch import (ArrayBackend, minimize_full_batch, minimize_lbfgs,
+                             resolve_device, to_numpy)
 
-        from ._math.cmm_loss import cmm_refinement_loss
-        from ._torch import as_numpy, as_tensor, minimize_full_batch, minimize_lbfgs, resolve_device
+        backend = ArrayBackend(resolve_device(self.device))
+        objective = CMMRefinementLoss(
+            V, y_encoded, W0, self.zero_shot_prototypes_, backend=backend,
+            train_text=self.train_text, logit_scale=self.logit_scale,
+            zero_shot_weight=self.zero_shot_weight, triplet_weight=self.triplet_weight,
+            margin=self.margin, alpha=self.alpha,
+        )
+        # [Delta; Delta_T], from 0
+        residuals = backend.asarray(np.zeros((V.shape[1] + len(self.classes_) * self.train_text,
+                                              V.shape[1])))
 
-        device = resolve_device(self.device)
-        V_t = as_tensor(V, device)
-        y_t = torch.as_tensor(y_encoded, dtype=torch.int64, device=device)
-        T0_t = as_tensor(self.zero_shot_prototypes_, device)
-        W0_t = as_tensor(W0, device)
-        delta = torch.zeros_like(W0_t, requires_grad=True)
-        params = [delta]
-        delta_text = None
-        if self.train_text:
-            delta_text = torch.zeros_like(T0_t, requires_grad=True)
-            params.append(delta_text)
-        zero_shot_logits = None
-        if self.zero_shot_weight:  # constant: computed once
-            zero_shot_logits = (self.zero_shot_weight * self.logit_scale) * (V_t @ T0_t.T)
-
-        def loss_fn():
-            loss = cmm_refinement_loss(
-                V_t,
-                y_t,
-                W0_t + delta,
-                T0_t if delta_text is None else T0_t + delta_text,
-                zero_shot_logits,
-                logit_scale=self.logit_scale,
-                triplet_weight=self.triplet_weight,
-                margin=self.margin,
-            )
-            if self.alpha:
-                loss = loss + (self.alpha / 2) * sum(p.square().sum() for p in params)
-            return loss
+        def value_and_grad():
+            total, d_residuals = objective.value_and_grad(residuals)
+            return total, [d_residuals]
 
         if self.solver == "lbfgs":
             self.loss_curve_, self.n_iter_ = minimize_lbfgs(
-                params, loss_fn, max_iter=max_iter, tol=self.tol, verbose=self.verbose,
-                desc=type(self).__name__,
+                [residuals], value_and_grad, max_iter=max_iter, tol=self.tol,
+                verbose=self.verbose, desc=type(self).__name__,
             )
         else:
             self.loss_curve_ = minimize_full_batch(
-                params,
-                loss_fn,
+                [residuals],
+                value_and_grad,
                 max_iter=max_iter,
                 learning_rate=self.learning_rate,
                 weight_decay=self.weight_decay,
@@ -414,11 +398,12 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             )
             self.n_iter_ = max_iter
         # The float64 start plus the float32 residual: max_iter=0 and tiny steps stay exact.
-        self.mapping_ = W0 + as_numpy(delta)
-        if delta_text is None:
-            self.prototypes_ = self.zero_shot_prototypes_
+        residuals = to_numpy(residuals)
+        self.mapping_ = W0 + residuals[: V.shape[1]]
+        if self.train_text:
+            self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + residuals[V.shape[1]:])
         else:
-            self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + as_numpy(delta_text))
+            self.prototypes_ = self.zero_shot_prototypes_
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         return self.__dict__.pop("_held_out_logits")

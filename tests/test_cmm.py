@@ -369,6 +369,30 @@ def test_cuda_fit_matches_cpu_and_predicts_in_numpy():
     np.testing.assert_array_equal(restored.predict(X_test), gpu.predict(X_test))
 
 
+@pytest.mark.parametrize("solver, max_iter", [("lbfgs", 8), ("adamw", 40)])
+def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter):
+    """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
+    (here torch on the CPU). L-BFGS's line search amplifies float32 rounding over many
+    iterations (as a change of thread count does), so its run is short."""
+    from sklearn_cmm import _torch
+
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=4)
+    params = dict(text_features=T, solver=solver, max_iter=max_iter, tol=0.0,
+                  learning_rate=1e-2, train_text=True)
+    on_numpy = CrossModalMappingClassifier(**params).fit(X, y)
+    monkeypatch.setattr(_torch.ArrayBackend, "__init__",
+                        lambda self, device, xp=None: vars(self).update(device=device, xp=torch))
+    on_torch = CrossModalMappingClassifier(**params).fit(X, y)
+    assert on_numpy.n_iter_ == on_torch.n_iter_ > 1
+    assert not np.allclose(on_numpy.mapping_, CrossModalMappingClassifier(
+        **{**params, "max_iter": 0}).fit(X, y).mapping_, atol=1e-3)  # the premise: it moved
+    for name in ("mapping_", "prototypes_", "loss_curve_"):
+        np.testing.assert_allclose(getattr(on_torch, name), getattr(on_numpy, name),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
+                               atol=1e-5)
+
+
 def test_text_dimension_mismatch():
     X, y, _, _, T = gap_problem(n_classes=3, dim=6, n_train=3)
     with pytest.raises(ValueError):

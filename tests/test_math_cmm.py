@@ -4,12 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from sklearn_cmm._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
-from sklearn_cmm._math.cmm_loss import (
-    _cross_entropy_triplet_and_grad,
-    cmm_refinement_loss,
-    hardest_negative_triplet_loss,
-    hardest_negatives,
-)
+from sklearn_cmm._math.cmm_loss import CMMRefinementLoss
+
+from ._backends import BACKENDS
 
 
 def _unit(A):
@@ -74,93 +71,124 @@ def test_cmm_logits_match_loop(zero_shot_weight):
             assert logits[i, c] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
-def _triplet_loop(anchors, prototypes, y, margin):
+def _refinement_reference(V, y, W, T, T0, *, logit_scale, zero_shot_weight, triplet_weight,
+                          margin):
+    """CMM's refinement loss, shot by shot (without the penalty)."""
+
+    def cos(a, b):
+        return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
     total = 0.0
     for i in range(len(y)):
-        a = anchors[i] / np.linalg.norm(anchors[i])
-        sims = [a @ t / np.linalg.norm(t) for t in prototypes]
-        hardest = max(sims[c] for c in range(len(prototypes)) if c != y[i])
-        total += max(0.0, margin - sims[y[i]] + hardest)
+        sims = np.array([cos(V[i] @ W, t) for t in T])
+        logits = logit_scale * sims + zero_shot_weight * logit_scale * np.array(
+            [cos(V[i], t) for t in T0])
+        total += np.logaddexp.reduce(logits) - logits[y[i]]
+        hardest = max(sims[c] for c in range(len(T)) if c != y[i])
+        total += triplet_weight * max(0.0, margin - sims[y[i]] + hardest)
     return total / len(y)
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.2, 1.5])
-def test_triplet_loss_matches_loop(margin):
-    rng = np.random.RandomState(5)
-    anchors, prototypes = rng.randn(20, 6), rng.randn(4, 6)
-    y = rng.randint(0, 4, 20)
-    cosines = _unit(anchors) @ _unit(prototypes).T
-    loss = hardest_negative_triplet_loss(torch.tensor(cosines), torch.tensor(y), margin)
-    assert loss.item() == pytest.approx(_triplet_loop(anchors, prototypes, y, margin), rel=1e-12)
+def _problem(seed=8, n=15, dim=5, n_classes=3):
+    rng = np.random.RandomState(seed)
+    V, y = _unit(rng.randn(n, dim)), rng.randint(0, n_classes, n)
+    W0, T0 = np.eye(dim) + 0.3 * rng.randn(dim, dim), _unit(rng.randn(n_classes, dim))
+    return rng, V, y, W0, T0
 
 
-def test_hardest_negatives_match_loop():
-    rng = np.random.RandomState(6)
-    cosines, y = rng.rand(30, 5), rng.randint(0, 5, 30)
-    negatives = hardest_negatives(torch.tensor(cosines), torch.tensor(y)).numpy()
-    for i in range(30):
-        wrong = [c for c in range(5) if c != y[i]]
-        assert negatives[i] == max(wrong, key=lambda c: cosines[i, c])
+def _hand_written(backend, V, y, W0, T0, residuals, **options):
+    """CMMRefinementLoss at ``residuals`` as float64 numpy: the total and its gradient."""
+    loss = CMMRefinementLoss(V, y, W0, T0, backend=backend, **options)
+    total, grad = loss.value_and_grad(backend.asarray(residuals))
+    return float(total), np.asarray(grad, dtype=np.float64)
 
 
-@pytest.mark.parametrize("with_zero_shot", [True, False])
-@pytest.mark.parametrize("triplet_weight", [0.0, 0.8])
-def test_fused_loss_and_gradient_match_autograd(with_zero_shot, triplet_weight):
-    rng = np.random.RandomState(7)
-    cosines = torch.tensor(rng.uniform(-1, 1, (25, 6)))
-    y = torch.tensor(rng.randint(0, 6, 25))
-    zero_shot = torch.tensor(rng.randn(25, 6) * 3) if with_zero_shot else None
-    fused, fused_grad = _cross_entropy_triplet_and_grad(
-        cosines.clone(), y, zero_shot, logit_scale=10.0, triplet_weight=triplet_weight,
-        margin=0.3,
-    )
-    plain_in = cosines.clone().requires_grad_()
-    logits = 10.0 * plain_in + (0 if zero_shot is None else zero_shot)
-    plain = F.cross_entropy(logits, y) + triplet_weight * hardest_negative_triplet_loss(
-        plain_in, y, 0.3
-    )
-    plain.backward()
-    assert fused.item() == pytest.approx(plain.item(), rel=1e-12)
-    torch.testing.assert_close(fused_grad, plain_in.grad, rtol=1e-10, atol=1e-12)
+#: Settings that single out the loss's terms, then all of them at once.
+TERMS = {
+    "cross-entropy": dict(zero_shot_weight=0.0, triplet_weight=0.0, alpha=0.0),
+    "zero-shot": dict(zero_shot_weight=0.7, triplet_weight=0.0, alpha=0.0),
+    "triplet": dict(zero_shot_weight=0.0, triplet_weight=0.8, alpha=0.0),
+    "all": dict(zero_shot_weight=1.0, triplet_weight=0.5, alpha=0.3),
+}
 
 
-def test_fused_loss_is_stable_for_large_logits():
-    cosines = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
-    loss, grad = _cross_entropy_triplet_and_grad(
-        cosines, torch.tensor([1, 1]), None, logit_scale=1000.0, triplet_weight=1.0, margin=0.1
-    )
-    # CE: sample 0 is off by 2000, sample 1 right; triplet: only sample 0 (2.1) is active.
-    assert loss.item() == pytest.approx(2000.0 / 2 + 2.1 / 2, rel=1e-6)
-    assert torch.isfinite(grad).all()
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("terms", TERMS)
+@pytest.mark.parametrize("train_text", [True, False])
+def test_refinement_loss_matches_loop(backend, terms, train_text):
+    rng, V, y, W0, T0 = _problem()
+    options = dict(logit_scale=7.0, margin=0.2, **TERMS[terms])
+    residuals = 0.2 * rng.randn(5 + 3 * train_text, 5)
+    total, _ = _hand_written(BACKENDS[backend](np.float64), V, y, W0, T0, residuals,
+                            train_text=train_text, **options)
+    alpha = options.pop("alpha")
+    W = W0 + residuals[:5]
+    T = T0 + residuals[5:] if train_text else T0
+    expected = (_refinement_reference(V, y, W, T, T0, **options)
+                + alpha / 2 * np.sum(residuals**2))
+    assert total == pytest.approx(expected, rel=1e-12)
 
 
-def _refinement_reference(V, y, W, T, zero_shot_logits, logit_scale, triplet_weight, margin):
-    n, n_classes = len(y), len(T)
-    total = 0.0
-    for i in range(n):
-        mapped = V[i] @ W
-        cos = np.array([mapped @ t / (np.linalg.norm(mapped) * np.linalg.norm(t)) for t in T])
-        logits = logit_scale * cos + zero_shot_logits[i]
-        total += np.logaddexp.reduce(logits) - logits[y[i]]
-        hardest = max(cos[c] for c in range(n_classes) if c != y[i])
-        total += triplet_weight * max(0.0, margin - cos[y[i]] + hardest)
-    return total / n
-
-
-def test_refinement_loss_matches_loop_and_its_gradient_autograd():
-    rng = np.random.RandomState(8)
-    V, y = _unit(rng.randn(15, 5)), rng.randint(0, 3, 15)
-    W, T, Z = np.eye(5) + 0.3 * rng.randn(5, 5), rng.randn(3, 5), rng.randn(15, 3)
-    W_t, T_t = torch.tensor(W, requires_grad=True), torch.tensor(T, requires_grad=True)
-    kwargs = dict(logit_scale=7.0, triplet_weight=0.5, margin=0.2)
-    V_t, y_t, Z_t = torch.tensor(V), torch.tensor(y), torch.tensor(Z)
-    loss = cmm_refinement_loss(V_t, y_t, W_t, T_t, Z_t, **kwargs)
-    assert loss.item() == pytest.approx(_refinement_reference(V, y, W, T, Z, **kwargs), rel=1e-12)
+def _autograd_reference(V, y, W0, T0, residuals, *, train_text, logit_scale, zero_shot_weight,
+                        triplet_weight, margin, alpha):
+    """The gradient of the plain expression, by autograd in float64."""
+    P = torch.tensor(residuals, requires_grad=True)
+    V_t, y_t, T0_t = torch.tensor(V), torch.tensor(y), torch.tensor(T0)
+    T = T0_t + P[len(W0):] if train_text else T0_t
+    cos = F.normalize(V_t @ (torch.tensor(W0) + P[: len(W0)]), dim=1) @ F.normalize(T, dim=1).T
+    logits = logit_scale * cos + zero_shot_weight * logit_scale * (V_t @ T0_t.T)
+    negative = torch.where(F.one_hot(y_t, len(T0)).bool(), -torch.inf, cos).argmax(dim=1)
+    rows = torch.arange(len(y))
+    hinge = torch.relu(margin - cos[rows, y_t] + cos[rows, negative])
+    loss = (F.cross_entropy(logits, y_t) + triplet_weight * hinge.mean()
+            + alpha / 2 * P.square().sum())
     loss.backward()
-    W_ref, T_ref = torch.tensor(W, requires_grad=True), torch.tensor(T, requires_grad=True)
-    cos = F.normalize(torch.tensor(V) @ W_ref, dim=1) @ F.normalize(T_ref, dim=1).T
-    ref = F.cross_entropy(7.0 * cos + torch.tensor(Z), torch.tensor(y))
-    ref = ref + 0.5 * hardest_negative_triplet_loss(cos, torch.tensor(y), 0.2)
-    ref.backward()
-    torch.testing.assert_close(W_t.grad, W_ref.grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(T_t.grad, T_ref.grad, rtol=1e-10, atol=1e-12)
+    return P.grad.numpy()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("terms", TERMS)
+@pytest.mark.parametrize("train_text", [True, False])
+def test_hand_written_gradient_equals_autograds(backend, dtype, rtol, terms, train_text):
+    rng, V, y, W0, T0 = _problem()
+    options = dict(logit_scale=7.0, margin=0.2, train_text=train_text, **TERMS[terms])
+    residuals = 0.2 * rng.randn(5 + 3 * train_text, 5)
+    _, grad = _hand_written(BACKENDS[backend](dtype), V, y, W0, T0, residuals, **options)
+    expected = _autograd_reference(V, y, W0, T0, residuals, **options)
+    assert np.abs(expected).max() > 0.01  # the premise: something to compare
+    np.testing.assert_allclose(grad, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("margin, active", [(1.0, False), (1.25, True)])
+def test_a_hinge_at_exactly_zero_has_no_gradient(backend, margin, active):
+    """A shot on its own prototype (cosine 1) and orthogonal to the other (cosine 0): the
+    triplet's hinge is ``margin - 1``, so exactly 0 at margin 1, where (as autograd's relu)
+    it adds nothing to the gradient; at margin 1.25 it does."""
+    V, y = np.array([[1.0, 0.0]]), np.array([0])
+    T0 = np.eye(2)
+    arrays = BACKENDS[backend](np.float32)
+    options = dict(train_text=True, logit_scale=3.0, zero_shot_weight=0.0, margin=margin,
+                   alpha=0.0)
+    residuals = np.zeros((4, 2))
+    total, grad = _hand_written(arrays, V, y, np.eye(2), T0, residuals, triplet_weight=1.0,
+                                **options)
+    total_without, grad_without = _hand_written(arrays, V, y, np.eye(2), T0, residuals,
+                                                triplet_weight=0.0, **options)
+    assert total - total_without == pytest.approx(margin - 1.0, abs=1e-7)
+    assert np.array_equal(grad, grad_without) != active
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_refinement_loss_is_stable_for_large_logits(backend):
+    """A logit scale of 1000: the exponentials of the raw logits overflow float32."""
+    rng, V, y, W0, T0 = _problem(seed=9)
+    options = dict(train_text=True, logit_scale=1000.0, zero_shot_weight=1.0,
+                   triplet_weight=1.0, margin=0.1)
+    residuals = np.zeros((8, 5))
+    total, grad = _hand_written(BACKENDS[backend](np.float32), V, y, W0, T0, residuals,
+                                alpha=0.0, **options)
+    assert np.isfinite(grad).all()
+    assert total == pytest.approx(_refinement_reference(V, y, W0, T0, T0, **{
+        k: v for k, v in options.items() if k != "train_text"}), rel=1e-5)

@@ -1,7 +1,6 @@
 """SeMoBridge's pure functions against slow, obvious references (loops, explicit SVD)."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +27,8 @@ from sklearn_cmm._math.semobridge import (
     validation_folds,
     warmup_learning_rate,
 )
+
+from ._backends import BACKENDS
 
 
 def unit(v):
@@ -311,16 +312,6 @@ def reference_t_loss(f, y, W_pinv, W, bias, T, text_pre, n_classes, weights):
         + weights[3] * bias_norm
     )
     return total, terms
-
-
-#: The loss's arrays: numpy (the CPU) and torch (a GPU; here on the CPU), in a dtype.
-BACKENDS = {
-    "numpy": lambda dtype: SimpleNamespace(xp=np, asarray=lambda a: np.array(a, dtype=dtype),
-                                           asindices=np.asarray),
-    "torch": lambda dtype: SimpleNamespace(
-        xp=torch, asarray=lambda a: torch.tensor(a, dtype=getattr(torch, np.dtype(dtype).name)),
-        asindices=torch.as_tensor),
-}
 
 
 #: Rows of the problem's shots: all 11, or 5 (every class, one twice).

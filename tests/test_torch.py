@@ -6,8 +6,8 @@ import torch
 
 from sklearn_cmm import _torch
 from sklearn_cmm._device import check_device
-from sklearn_cmm._torch import (FullBatchAdamW, minimize_full_batch, minimize_lbfgs,
-                                resolve_device)
+from sklearn_cmm._torch import (FullBatchAdamW, autograd_value_and_grad, minimize_full_batch,
+                                minimize_lbfgs, resolve_device, stack_to_numpy)
 
 
 def _recorded_learning_rates(monkeypatch, **kwargs):
@@ -21,7 +21,8 @@ def _recorded_learning_rates(monkeypatch, **kwargs):
 
     monkeypatch.setattr(_torch.FullBatchAdamW, "step", recording_step)
     w = torch.zeros(3, requires_grad=True)
-    losses = minimize_full_batch([w], lambda: ((w - 1.0) ** 2).sum(), **kwargs)
+    losses = minimize_full_batch(
+        [w], autograd_value_and_grad([w], lambda: ((w - 1.0) ** 2).sum()), **kwargs)
     return np.array(rates), losses, w
 
 
@@ -99,7 +100,8 @@ def test_full_batch_adamw_follows_torchs_adamw(weight_decay):
 
 def test_zero_steps_leave_the_parameters():
     w = torch.ones(2, requires_grad=True)
-    assert minimize_full_batch([w], lambda: (w**2).sum(), max_iter=0, learning_rate=1.0).size == 0
+    value_and_grad = autograd_value_and_grad([w], lambda: (w**2).sum())
+    assert minimize_full_batch([w], value_and_grad, max_iter=0, learning_rate=1.0).size == 0
     assert torch.equal(w.detach(), torch.ones(2))
 
 
@@ -123,17 +125,24 @@ def test_cuda_without_cuda_is_an_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
-def test_minimize_lbfgs_solves_a_quadratic():
+@pytest.mark.parametrize("xp", [np, torch])
+def test_minimize_lbfgs_solves_a_quadratic(xp):
+    """On tensors, and on a numpy array that L-BFGS updates through a shared tensor."""
     rng = np.random.RandomState(0)
     M = rng.randn(6, 6)
     A, b = M @ M.T + np.eye(6), rng.randn(6)
-    x = torch.zeros(6, dtype=torch.float64, requires_grad=True)
-    A_t, b_t = torch.tensor(A), torch.tensor(b)
-    losses, n_iter = minimize_lbfgs(
-        [x], lambda: 0.5 * x @ A_t @ x - b_t @ x, max_iter=50, tol=1e-12
-    )
-    np.testing.assert_allclose(x.detach().numpy(), np.linalg.solve(A, b), rtol=1e-5)
+    solution = np.linalg.solve(A, b)
+    if xp is torch:
+        A, b = torch.from_numpy(A), torch.from_numpy(b)
+    x = xp.zeros(6, dtype=xp.float64)
+
+    def value_and_grad():  # 0.5 x A x - b x
+        return 0.5 * x @ A @ x - b @ x, [A @ x - b]
+
+    losses, n_iter = minimize_lbfgs([x], value_and_grad, max_iter=50, tol=1e-12)
+    np.testing.assert_allclose(np.asarray(x), solution, rtol=1e-5)
     assert 0 < n_iter <= 50 and losses[0] == 0.0 and len(losses) >= n_iter
+    assert losses.dtype == np.float64 and losses[-1] < losses[0]
 
 
 @pytest.mark.parametrize("loop", ["adamw", "lbfgs"])
@@ -143,11 +152,36 @@ def test_a_diverging_run_raises_instead_of_returning_nan(loop):
     def loss():  # unbounded below: the parameters run off to infinity
         return -(w**4).sum()
 
+    value_and_grad = autograd_value_and_grad([w], loss)
     with pytest.raises(ValueError, match="diverged.*NaN or infinite"):
         if loop == "adamw":
-            minimize_full_batch([w], loss, max_iter=5, learning_rate=1e30)
+            minimize_full_batch([w], value_and_grad, max_iter=5, learning_rate=1e30)
         else:
-            minimize_lbfgs([w], loss, max_iter=50, tol=1e-9)
+            minimize_lbfgs([w], value_and_grad, max_iter=50, tol=1e-9)
+
+
+@pytest.mark.parametrize("loop", ["adamw", "lbfgs"])
+def test_numpy_arrays_train_on_one_torch_thread_silently(loop, recwarn):
+    """A numpy run's torch kernels take one thread beside BLAS's (restored after), and a
+    diverging numpy run raises at its end, not with overflow warnings on the way."""
+    w = np.ones(2, dtype=np.float32)
+    threads = []
+
+    def value_and_grad():
+        threads.append(torch.get_num_threads())
+        return -(w**4).sum(), [-4 * w**3]
+
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="diverged"):
+            if loop == "adamw":
+                minimize_full_batch([w], value_and_grad, max_iter=200, learning_rate=1e10)
+            else:
+                minimize_lbfgs([w], value_and_grad, max_iter=50, tol=1e-9)
+        assert set(threads) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_array_backend_is_numpy_on_the_cpu_and_torch_elsewhere():
@@ -166,5 +200,5 @@ def test_array_backend_is_numpy_on_the_cpu_and_torch_elsewhere():
         assert source[0, 0] == 0.0
         indices = backend.asindices(np.array([1, 0]))
         np.testing.assert_array_equal(np.asarray(array[indices]), [[3, 4, 5], [99, 1, 2]])
-        losses = backend.stack_to_numpy([array[0, 1], array[1, 2]])
+        losses = stack_to_numpy([array[0, 1], array[1, 2]])
         assert losses.dtype == np.float64 and losses.tolist() == [1.0, 5.0]

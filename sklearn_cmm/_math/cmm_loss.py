@@ -1,154 +1,128 @@
-"""Cross-Modal Mapping's refinement losses, in torch (float32, on the training device)."""
+"""Cross-Modal Mapping's refinement loss and its gradient by hand, on numpy arrays or
+torch tensors.
 
-import torch
+An evaluation is five products (the mapped shots, their cosines with the prototypes and
+three for the gradient) and a few dozen small operations around them. At few-shot sizes
+the operations' fixed cost decides the time, so, as SeMoBridge-T's loss
+(:mod:`.semobridge_loss`), the gradient is written out rather than left to autograd,
+what does not change between evaluations is computed once, and the same code runs on
+numpy arrays (the CPU) and torch tensors (a GPU), using only what both spell alike.
+"""
 
+import numpy as np
+
+from .semobridge_loss import log_softmax_and_residual
 from .unit_rows import unit_rows, unit_rows_grad
 
-
-def hardest_negative_triplet_loss(cosines, y, margin):
-    """Triplet hinge with the most similar wrong class as negative, on cosine similarity.
-
-    ``mean_i max(0, margin - cos(a_i, t_{y_i}) + max_{c != y_i} cos(a_i, t_c))``, where
-    ``cosines[i, c] = cos(a_i, t_c)`` between anchor ``i`` (a mapped image) and class
-    prototype ``c`` (its class's text is the positive).
-
-    Parameters
-    ----------
-    cosines : torch.Tensor of shape (n_samples, n_classes)
-        Cosine similarity of each anchor to each class prototype; at least two classes.
-    y : torch.Tensor of shape (n_samples,)
-        Class index of each anchor (int64).
-    margin : float
-        How much more similar the positive must be than the hardest negative.
-
-    Notes
-    -----
-    The hardest negative is chosen without gradient (as ``argmax``); the loss is then
-    differentiated through the two cosines it uses. Among tied negatives one is taken.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        A scalar.
-    """
-    negative = hardest_negatives(cosines, y)
-    # One gather for both, so that the backward pass scatters into one (n, n_classes) array.
-    pair = cosines.gather(1, torch.stack([y, negative], dim=1))
-    return torch.relu(margin - pair[:, 0] + pair[:, 1]).mean()
+#: Added to each shot's own class before the hardest negative's argmax: cosines lie in
+#: [-1, 1], so the shot's class then ranks below every other.
+_OWN_CLASS_PENALTY = -3.0
 
 
-def hardest_negatives(cosines, y):
-    """Index of the most similar wrong class of each row (no gradient).
+class CMMRefinementLoss:
+    """CMM's training loss on fixed shots, and its gradient by hand.
+
+    With ``W = W0 + Delta`` and ``T = T0 + Delta_T`` (``T0`` alone when the text is not
+    trained), ``cos = cos(V W, T)`` and the hardest negative of shot ``i``,
+    ``h_i = argmax_{c != y_i} cos[i, c]`` (chosen without gradient),
+
+    ``CE(logit_scale * cos + zero_shot_logits, y)
+    + triplet_weight * mean_i max(0, margin - cos[i, y_i] + cos[i, h_i])
+    + alpha / 2 * (||Delta||^2 + ||Delta_T||^2)``,
+
+    where ``zero_shot_logits = zero_shot_weight * logit_scale * cos(V, T0)`` is fixed.
+    The hinge's gradient at exactly 0 is 0 (autograd's for ``relu``).
+
+    The trained residuals are one array ``P = [Delta; Delta_T]``, shape ``(dim +
+    n_classes, dim)``, or ``Delta`` alone: one optimiser serves both. The cosines are
+    held classes by shots (``(n_classes, n_samples)``), so that the cross-entropy is
+    SeMoBridge-T's column-wise :func:`~.semobridge_loss.log_softmax_and_residual`.
 
     Parameters
     ----------
-    cosines : torch.Tensor of shape (n_samples, n_classes)
-        Similarities; at least two classes.
-    y : torch.Tensor of shape (n_samples,)
-        The right class of each row (int64).
-
-    Returns
-    -------
-    negatives : torch.Tensor of shape (n_samples,)
-        ``argmax_{c != y_i} cosines[i, c]`` (one of them, among ties).
-    """
-    with torch.no_grad():
-        top2 = cosines.topk(2, dim=1).indices
-        return torch.where(top2[:, 0] == y, top2[:, 1], top2[:, 0])
-
-
-def _cross_entropy_triplet_and_grad(cosines, y, zero_shot_logits, logit_scale,
-                                    triplet_weight, margin):
-    """``CE(logit_scale * cos + zero_shot_logits, y) + w * triplet(cos, y, margin)`` and
-    its gradient with respect to ``cos``, in a few passes over the ``(n_samples,
-    n_classes)`` matrix.
-
-    The gradient is the softmax minus the one-hot labels, plus the triplet's +-1 at the
-    hardest negative and the positive. Autograd through the same expression allocates
-    about four times as many ``(n_samples, n_classes)`` arrays, which dominates a large
-    fit. ``zero_shot_logits`` is a constant (it gets no gradient).
-    """
-    n_samples = cosines.shape[0]
-    rows = torch.arange(n_samples, device=cosines.device)
-    if zero_shot_logits is None:
-        logits = cosines * logit_scale
-    else:
-        logits = torch.add(zero_shot_logits, cosines, alpha=logit_scale)
-    true_logit = logits[rows, y]
-    top = logits.amax(dim=1, keepdim=True)
-    grad = logits.sub_(top).exp_()  # in place: the logits are not needed any more
-    total = grad.sum(dim=1, keepdim=True)
-    loss = (total.log() + top).squeeze(1).sub(true_logit).mean()
-    # d CE / d cos = logit_scale * (softmax - onehot) / n
-    grad.mul_(logit_scale / n_samples / total)
-    grad[rows, y] -= logit_scale / n_samples
-    if triplet_weight:
-        negative = hardest_negatives(cosines, y)
-        hinge = margin - cosines[rows, y] + cosines[rows, negative]
-        loss = loss + triplet_weight * hinge.clamp_min(0).mean()
-        step = (triplet_weight / n_samples) * (hinge > 0).to(grad.dtype)
-        grad[rows, y] -= step
-        grad[rows, negative] += step
-    return loss, grad
-
-
-class _RefinementLoss(torch.autograd.Function):
-    """:func:`cmm_refinement_loss` for autograd, from ``W`` and the prototypes: the
-    gradient through the normalisations and the products is formed in the forward pass
-    (one autograd node instead of a dozen, which dominate a small fit)."""
-
-    @staticmethod
-    def forward(ctx, V, y, W, prototypes, zero_shot_logits, logit_scale, triplet_weight,
-                margin):
-        mapped, mapped_norm = unit_rows(V @ W)
-        text, text_norm = unit_rows(prototypes)
-        loss, d_cos = _cross_entropy_triplet_and_grad(
-            mapped @ text.T, y, zero_shot_logits, logit_scale, triplet_weight, margin)
-        d_W = V.T @ unit_rows_grad(mapped, mapped_norm, d_cos @ text)
-        d_prototypes = unit_rows_grad(text, text_norm, d_cos.T @ mapped)
-        ctx.save_for_backward(d_W, d_prototypes)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        d_W, d_prototypes = ctx.saved_tensors
-        return (None, None, d_W * grad_output, d_prototypes * grad_output, None, None,
-                None, None)
-
-
-def cmm_refinement_loss(
-    V, y, W, prototypes, zero_shot_logits, *, logit_scale, triplet_weight, margin
-):
-    """Training loss of CMM: cross-entropy of the fused logits plus the triplet loss.
-
-    ``CE(logit_scale * cos(V W, T) + zero_shot_logits, y)
-    + triplet_weight * hardest_negative_triplet_loss(cos(V W, T), y, margin)``, with
-    its gradient with respect to ``W`` and ``prototypes`` written by hand (equal to
-    autograd's through the expression; ``V`` gets none).
-
-    Parameters
-    ----------
-    V : torch.Tensor of shape (n_samples, dim)
+    V : ndarray of shape (n_samples, dim)
         L2-normalised image features.
-    y : torch.Tensor of shape (n_samples,)
-        Class indices (int64).
-    W : torch.Tensor of shape (dim, dim)
-        The image-to-text map.
-    prototypes : torch.Tensor of shape (n_classes, dim)
-        Text prototypes ``T`` (normalised here, so they may be trainable).
-    zero_shot_logits : torch.Tensor of shape (n_samples, n_classes) or None
-        The fixed zero-shot term ``zero_shot_weight * s * cos(V, T0)``; None for none.
-    logit_scale : float
-        Temperature of the mapped cosines.
-    triplet_weight : float
-        Weight of the triplet loss (0 skips it).
-    margin : float
-        Margin of the triplet loss.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        A scalar.
+    y : ndarray of shape (n_samples,), int
+        Their class indices.
+    W0 : ndarray of shape (dim, dim)
+        The map's start (the closed form).
+    T0 : ndarray of shape (n_classes, dim)
+        The zero-shot text prototypes, L2-normalised.
+    backend : object
+        Where the loss computes: ``backend.xp`` is ``numpy`` or ``torch``,
+        ``backend.asarray`` turns a numpy array into one of its arrays (dtype, device) and
+        ``backend.asindices`` an integer array into one that indexes them, as
+        :class:`sklearn_cmm._torch.ArrayBackend`.
+    train_text : bool
+        Whether ``P`` holds the prototypes' residual below the map's.
+    logit_scale, zero_shot_weight, triplet_weight, margin, alpha : float
+        As :class:`~sklearn_cmm.CrossModalMappingClassifier`'s parameters.
     """
-    return _RefinementLoss.apply(V, y, W, prototypes, zero_shot_logits, float(logit_scale),
-                                 float(triplet_weight), float(margin))
+
+    def __init__(self, V, y, W0, T0, *, backend, train_text, logit_scale, zero_shot_weight,
+                 triplet_weight, margin, alpha):
+        n, dim = V.shape
+        onehot_T = np.eye(len(T0))[y].T
+        self.dim, self.train_text = dim, train_text
+        self.logit_scale, self.triplet_weight = float(logit_scale), float(triplet_weight)
+        self.margin, self.alpha = float(margin), float(alpha)
+        asarray = backend.asarray
+        # (the column-wise cross-entropy's inputs: each shot a column of weight 1 / n)
+        self.V, self.V_T, self.W0, self.T0, self.column_weights, self.weighted_targets = (
+            asarray(np.ascontiguousarray(a))
+            for a in (V, V.T, W0, T0, np.full(n, 1 / n), onehot_T / n))
+        self.flat_targets = self.weighted_targets.reshape(-1)
+        self.zero_shot_logits = (
+            asarray((zero_shot_weight * logit_scale) * (T0 @ V.T))
+            if zero_shot_weight else None)
+        self.own_class_penalty = asarray(_OWN_CLASS_PENALTY * onehot_T)
+        # the triplet's gradient, +-triplet_weight / n at an active hinge, in P's dtype
+        self.triplet_step = asarray(np.array(triplet_weight / n))
+        self.y, self.columns = backend.asindices(y), backend.asindices(np.arange(n))
+        if not train_text:
+            self.text, _ = unit_rows(self.T0)
+
+    def value_and_grad(self, P):
+        """The loss at ``P`` and its gradient (no autograd).
+
+        Parameters
+        ----------
+        P : array of shape (dim + n_classes, dim), or (dim, dim) without text training
+            ``Delta`` stacked on ``Delta_T``.
+
+        Returns
+        -------
+        total : scalar array
+            The loss.
+        d_P : array of the shape of ``P``
+            Its gradient.
+        """
+        dim, y, columns = self.dim, self.y, self.columns
+        mapped, mapped_norm = unit_rows(self.V @ (self.W0 + P[:dim]))
+        if self.train_text:
+            text, text_norm = unit_rows(self.T0 + P[dim:])
+        else:
+            text = self.text
+        cos = text @ mapped.T  # classes by shots
+        scores = cos * self.logit_scale
+        if self.zero_shot_logits is not None:
+            scores += self.zero_shot_logits
+        log_p, d_cos = log_softmax_and_residual(scores, self.weighted_targets,
+                                                self.column_weights)
+        total = -(log_p.reshape(-1) @ self.flat_targets)
+        d_cos *= self.logit_scale
+        if self.triplet_weight:
+            negatives = (cos + self.own_class_penalty).argmax(axis=0)
+            hinge = self.margin - cos[y, columns] + cos[negatives, columns]
+            total = total + self.triplet_weight * hinge.clip(min=0).mean()
+            step = (hinge > 0) * self.triplet_step
+            d_cos[y, columns] -= step
+            d_cos[negatives, columns] += step
+        d_P = P * self.alpha  # the penalty's gradient, and an array of P's shape
+        d_P[:dim] += self.V_T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
+        if self.train_text:
+            d_P[dim:] += unit_rows_grad(text, text_norm, d_cos @ mapped)
+        if self.alpha:
+            flat = P.reshape(-1)
+            total = total + (self.alpha / 2) * (flat @ flat)
+        return total, d_P
