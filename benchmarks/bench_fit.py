@@ -118,7 +118,7 @@ def _products_seconds(shapes, repeats):
     return best
 
 
-#: torch's L-BFGS history (``sklearn_cmm._torch.minimize_lbfgs``).
+#: L-BFGS's history (``sklearn_cmm._torch.minimize_lbfgs``).
 LBFGS_HISTORY = 10
 
 

@@ -273,22 +273,21 @@ def minimize_full_batch(
     return losses
 
 
-def minimize_lbfgs(params, value_and_grad, *, max_iter, tol, verbose=False,
-                   desc="training"):
-    """Minimise a loss over ``params`` with full-batch L-BFGS (strong Wolfe).
+def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc="training"):
+    """Minimise a loss over ``param`` with full-batch L-BFGS (strong Wolfe line search).
 
-    torch's :class:`~torch.optim.LBFGS` (history 10, unit step, strong Wolfe line
-    search), on tensors or on numpy arrays through tensors that share their memory.
-    Stops after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations,
-    whichever comes first, or when the loss or the step changes by less than ``tol``, or
-    the largest gradient entry falls below ``tol``.
+    :func:`sklearn_cmm._math.lbfgs.lbfgs` (history 10), on numpy arrays or tensors. Stops
+    after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations, whichever comes
+    first, or when the loss or the step changes by at most ``tol``, or the largest
+    gradient entry falls below ``tol``.
 
     Parameters
     ----------
-    params : list of torch.Tensor or list of ndarray
-        The arrays, updated in place.
+    param : ndarray or torch.Tensor
+        The array (contiguous), updated in place.
     value_and_grad : callable
-        As :func:`minimize_full_batch`'s.
+        Takes no argument and returns the loss (a scalar array) and its gradient (an
+        array of ``param``'s shape) at ``param``'s current value.
     max_iter : int
         Most iterations.
     tol : float
@@ -305,32 +304,23 @@ def minimize_lbfgs(params, value_and_grad, *, max_iter, tol, verbose=False,
     n_iter : int
         Iterations taken.
     """
-    shared = [_as_shared_tensor(p) for p in params]
-    optimizer = torch.optim.LBFGS(
-        shared, lr=1.0, max_iter=max_iter, max_eval=max(max_iter, int(1.25 * max_iter)),
-        tolerance_grad=tol, tolerance_change=tol, history_size=10,
-        line_search_fn="strong_wolfe",
-    )
-    losses = []
-    bar = tqdm(total=optimizer.defaults["max_eval"], desc=desc, disable=not verbose,
+    from ._math.lbfgs import lbfgs
+
+    bar = tqdm(total=max(max_iter, int(1.25 * max_iter)), desc=desc, disable=not verbose,
                leave=False)
 
-    def closure():
-        loss, grads = value_and_grad()
-        for p, grad in zip(shared, grads):
-            p.grad = _as_shared_tensor(grad)
-        # L-BFGS takes the loss as a Python float at every evaluation anyway
-        losses.append(float(loss))
+    def flat_value_and_grad():
+        loss, grad = value_and_grad()
         bar.update()
-        return losses[-1]
+        return loss, grad.reshape(-1)
 
-    with training_arrays(params):
-        optimizer.step(closure)
+    with training_arrays([param]):
+        losses, n_iter = lbfgs(param.reshape(-1), flat_value_and_grad, max_iter=max_iter,
+                               max_eval=bar.total, tol=tol)
     bar.close()
-    n_iter = optimizer.state[shared[0]].get("n_iter", 0)
     losses = np.array(losses)
-    check_converging(losses, params, desc)
-    return losses, int(n_iter)
+    check_converging(losses, [param], desc)
+    return losses, n_iter
 
 
 def check_converging(losses, params, desc):

@@ -31,7 +31,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
            W0 = argmin ||V W - T_y||^2 + ridge * ||W - I||^2
               = (V^T V + ridge I)^-1 (V^T T_y + ridge I)
 
-    2. **Refinement** (torch, full batch, L-BFGS by default) of the residual
+    2. **Refinement** (full batch, L-BFGS by default; numpy on the CPU, torch on a GPU)
+       of the residual
        ``W = W0 + Delta`` (``Delta`` starts at 0) on the loss::
 
            CE(logit_scale * cos(V W, T) + zero_shot_weight * logit_scale * cos(V, T0), y)
@@ -71,8 +72,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         are many shots per dimension and keeps ``W`` near the identity in the directions
         the few shots do not span.
     solver : {"lbfgs", "adamw"}, default="lbfgs"
-        Optimiser of the refinement, full batch: L-BFGS (torch's, with a strong Wolfe
-        line search) on the loss plus the ``alpha`` penalty, run until it converges
+        Optimiser of the refinement, full batch: L-BFGS (history 10, strong Wolfe line
+        search) on the loss plus the ``alpha`` penalty, run until it converges
         (``tol``) or ``max_iter`` iterations; or ``max_iter`` AdamW steps with
         ``learning_rate`` and ``weight_decay`` (the ``alpha`` penalty included). On the
         project's test beds L-BFGS converges in tens of iterations where AdamW needs
@@ -378,18 +379,17 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
                                               V.shape[1])))
 
         def value_and_grad():
-            total, d_residuals = objective.value_and_grad(residuals)
-            return total, [d_residuals]
+            return objective.value_and_grad(residuals)
 
         if self.solver == "lbfgs":
             self.loss_curve_, self.n_iter_ = minimize_lbfgs(
-                [residuals], value_and_grad, max_iter=max_iter, tol=self.tol,
+                residuals, value_and_grad, max_iter=max_iter, tol=self.tol,
                 verbose=self.verbose, desc=type(self).__name__,
             )
         else:
             self.loss_curve_ = minimize_full_batch(
                 [residuals],
-                value_and_grad,
+                lambda: (lambda total, grad: (total, [grad]))(*value_and_grad()),
                 max_iter=max_iter,
                 learning_rate=self.learning_rate,
                 weight_decay=self.weight_decay,

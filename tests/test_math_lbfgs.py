@@ -1,0 +1,150 @@
+"""L-BFGS against dense references: the BFGS update, the strong Wolfe conditions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_cmm._math.lbfgs import (
+    CURVATURE,
+    SUFFICIENT_DECREASE,
+    InverseHessian,
+    cubic_minimum,
+    lbfgs,
+    strong_wolfe_search,
+)
+
+from ._backends import BACKENDS
+
+
+def dense_inverse_hessian(pairs, size):
+    """``H`` by the BFGS update from ``gamma I`` over the pairs, oldest first (Nocedal and
+    Wright, equation 7.19), as a matrix."""
+    s, y = pairs[-1]
+    H = (s @ y) / (y @ y) * np.eye(size)
+    for s, y in pairs:
+        rho = 1.0 / (y @ s)
+        V = np.eye(size) - rho * np.outer(y, s)
+        H = V.T @ H @ V + rho * np.outer(s, s)
+    return H
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n_pairs", [0, 1, 3, 7])
+def test_direction_is_minus_the_bfgs_inverse_hessian_times_g(backend, n_pairs):
+    """Three pairs kept: 7 pairs wrap the stored rows around twice, and a pair of
+    negative curvature in the middle is skipped."""
+    rng = np.random.RandomState(0)
+    size, history = 6, 3
+    arrays = BACKENDS[backend](np.float64)
+    A = rng.randn(size, size)
+    A = A @ A.T + size * np.eye(size)  # y = A s: positive curvature
+    H = InverseHessian(arrays.asarray(np.zeros(size)), history)
+    kept = []
+    g = rng.randn(size)
+    for k in range(n_pairs):
+        d = np.asarray(H.direction(arrays.asarray(g)))
+        t = 0.3 + 0.2 * k
+        y = A @ (t * d) if k != 4 else -A @ (t * d)
+        assert H.add(t, arrays.asarray(d), arrays.asarray(y)) == (k != 4)
+        if k != 4:
+            kept.append((t * d, y))
+        g = g + y
+    direction = np.asarray(H.direction(arrays.asarray(g)))
+    if not kept:
+        np.testing.assert_array_equal(direction, -g)
+        return
+    expected = -dense_inverse_hessian(kept[-history:], size) @ g
+    np.testing.assert_allclose(direction, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cubic_minimum_is_the_cubics():
+    # the cubic p(t) = t^3 - 3 t (minimum at t = 1), known at 0 and 2
+    p, dp = (lambda t: t**3 - 3 * t), (lambda t: 3 * t**2 - 3)
+    assert cubic_minimum(0, p(0), dp(0), 2, p(2), dp(2), -10, 10) == pytest.approx(1.0)
+    assert cubic_minimum(2, p(2), dp(2), 0, p(0), dp(0), -10, 10) == pytest.approx(1.0)
+    # kept within the bounds, exactly at the nearer bound
+    assert cubic_minimum(0, p(0), dp(0), 2, p(2), dp(2), 1.5, 1.8) == 1.5
+    # a straight line with positive slope everywhere has no minimum: the bounds' middle
+    assert cubic_minimum(0, 0.0, 1.0, 1, 1.0, 1.0, 0.2, 0.6) == pytest.approx(0.4)
+
+
+#: Functions along a line: the loss, its slope and (standing in for the gradient) the step.
+LINES = {
+    "wavy bowl": lambda t: ((t - 2) ** 2 - 4 + 0.3 * math.sin(5 * t),
+                            2 * (t - 2) + 1.5 * math.cos(5 * t), t),
+    # steep beyond its minimum (0.33): a long first step's bracket must flip ends
+    "exponential": lambda t: (math.exp(3 * t) - 8 * t, 3 * math.exp(3 * t) - 8, t),
+}
+
+
+@pytest.mark.parametrize("line", LINES)
+@pytest.mark.parametrize("t0", [1e-3, 0.5, 1.0, 4.0, 30.0])
+def test_line_search_meets_the_strong_wolfe_conditions(line, t0):
+    """A too short first step is grown, a too long one narrowed."""
+    phi = LINES[line]
+    f0, slope0, _ = phi(0.0)
+    t, f, gradient, evaluations = strong_wolfe_search(phi, f0, slope0, None, t0, 1e-9, 25)
+    assert f == phi(t)[0] and gradient == t and 1 <= evaluations <= 25
+    assert f <= f0 + SUFFICIENT_DECREASE * t * slope0
+    assert abs(phi(t)[1]) <= -CURVATURE * slope0
+
+
+def test_a_first_step_that_meets_the_conditions_is_taken():
+    def phi(t):  # (t - 1)^2: the first step lands on the minimum
+        return (t - 1) ** 2, 2 * (t - 1), t
+
+    assert strong_wolfe_search(phi, 1.0, -2.0, None, 1.0, 1e-9, 25) == (1.0, 0.0, 1.0, 1)
+
+
+def test_line_search_stops_at_its_evaluations_with_the_best_step():
+    calls = []
+
+    def phi(t):  # decreasing ever more steeply: no step meets the curvature condition
+        calls.append(t)
+        return -t**3, -3 * t**2 - 1, t
+
+    t, f, _, evaluations = strong_wolfe_search(phi, 0.0, -1.0, None, 1.0, 1e-9, 3)
+    assert evaluations == len(calls) == 3 and t == calls[-1] and f == -t**3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lbfgs_minimises_rosenbrocks_function(backend):
+    arrays = BACKENDS[backend](np.float64)
+    x = arrays.asarray(np.array([-1.2, 1.0, -0.5, 0.8]))
+
+    def value_and_grad():
+        v = np.asarray(x, dtype=np.float64)
+        value = np.sum(100 * (v[1:] - v[:-1] ** 2) ** 2 + (1 - v[:-1]) ** 2)
+        grad = np.zeros_like(v)
+        grad[:-1] += -400 * v[:-1] * (v[1:] - v[:-1] ** 2) - 2 * (1 - v[:-1])
+        grad[1:] += 200 * (v[1:] - v[:-1] ** 2)
+        return value, arrays.asarray(grad)
+
+    losses, n_iter = lbfgs(x, value_and_grad, max_iter=500, max_eval=1000, tol=1e-10)
+    np.testing.assert_allclose(np.asarray(x), np.ones(4), atol=1e-5)
+    assert 0 < n_iter < 500 and len(losses) <= 1000 and losses[-1] < 1e-10
+    assert min(losses) == losses[-1] or losses[-1] < 1e-12
+
+
+@pytest.mark.parametrize("max_iter, max_eval", [(3, 100), (100, 7)])
+def test_lbfgs_keeps_to_its_budgets(max_iter, max_eval):
+    x = np.array([-1.2, 1.0])
+
+    def value_and_grad():
+        return (100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2, np.array(
+            [-400 * x[0] * (x[1] - x[0] ** 2) - 2 * (1 - x[0]), 200 * (x[1] - x[0] ** 2)]))
+
+    losses, n_iter = lbfgs(x, value_and_grad, max_iter=max_iter, max_eval=max_eval,
+                           tol=0.0)
+    assert n_iter <= max_iter and len(losses) <= max_eval
+    assert n_iter == max_iter or len(losses) == max_eval
+    assert value_and_grad()[0] == min(losses)  # x is the best point seen
+
+
+def test_lbfgs_at_a_minimum_evaluates_once():
+    x = np.zeros(3)
+    losses, n_iter = lbfgs(x, lambda: (float(x @ x), 2 * x), max_iter=10, max_eval=20,
+                           tol=1e-8)
+    assert losses == [0.0] and n_iter == 0
