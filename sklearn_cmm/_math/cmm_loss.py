@@ -114,8 +114,8 @@ class CMMRefinementLoss:
         if self.triplet_weight:
             negatives = (cos + self.own_class_penalty).argmax(axis=0)
             hinge = self.margin - cos[y, columns] + cos[negatives, columns]
-            total = total + self.triplet_weight * hinge.clip(min=0).mean()
             step = (hinge > 0) * self.triplet_step
+            total = total + hinge @ step  # triplet_weight * mean(max(hinge, 0))
             d_cos[y, columns] -= step
             d_cos[negatives, columns] += step
         d_P = P * self.alpha  # the penalty's gradient, and an array of P's shape
