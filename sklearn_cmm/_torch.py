@@ -186,8 +186,8 @@ def autograd_value_and_grad(params, loss_fn):
 
 @contextmanager
 def training_arrays(params):
-    """The block trains ``params``: on numpy arrays, torch's kernels (AdamW, L-BFGS's
-    algebra) run on one thread beside numpy's BLAS threads
+    """The block trains ``params``: on numpy arrays, torch's kernels (AdamW's) run on
+    one thread beside numpy's BLAS threads
     (:func:`~sklearn_cmm._threads.single_torch_thread`), and numpy's overflow warnings
     are off (a run that diverges raises at its end, :func:`check_converging`)."""
     if not isinstance(params[0], np.ndarray):

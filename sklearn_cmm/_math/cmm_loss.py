@@ -49,10 +49,7 @@ class CMMRefinementLoss:
     T0 : ndarray of shape (n_classes, dim)
         The zero-shot text prototypes, L2-normalised.
     backend : object
-        Where the loss computes: ``backend.xp`` is ``numpy`` or ``torch``,
-        ``backend.asarray`` turns a numpy array into one of its arrays (dtype, device) and
-        ``backend.asindices`` an integer array into one that indexes them, as
-        :class:`sklearn_cmm._torch.ArrayBackend`.
+        Where the loss computes, as :class:`~.semobridge_loss.SeMoBridgeTLoss`'s.
     train_text : bool
         Whether ``P`` holds the prototypes' residual below the map's.
     logit_scale, zero_shot_weight, triplet_weight, margin, alpha : float
@@ -92,10 +89,8 @@ class CMMRefinementLoss:
 
         Returns
         -------
-        total : scalar array
-            The loss.
-        d_P : array of the shape of ``P``
-            Its gradient.
+        total, d_P : scalar array, array of ``P``'s shape
+            The loss and its gradient.
         """
         dim, y, columns = self.dim, self.y, self.columns
         mapped, mapped_norm = unit_rows(self.V @ (self.W0 + P[:dim]))
