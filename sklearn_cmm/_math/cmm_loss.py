@@ -59,20 +59,24 @@ class CMMRefinementLoss:
     def __init__(self, V, y, W0, T0, *, backend, train_text, logit_scale, zero_shot_weight,
                  triplet_weight, margin, alpha):
         n, dim = V.shape
-        onehot_T = np.eye(len(T0))[y].T
+        # (n_classes, n) arrays are built in float32 and on the backend: at ImageNet scale
+        # (1000 x 16,000) a float64 copy or product costs a second
+        onehot_T = np.zeros((len(T0), n), dtype=np.float32)
+        onehot_T[y, np.arange(n)] = 1.0
         self.dim, self.train_text = dim, train_text
         self.logit_scale, self.triplet_weight = float(logit_scale), float(triplet_weight)
         self.margin, self.alpha = float(margin), float(alpha)
         asarray = backend.asarray
-        # (the column-wise cross-entropy's inputs: each shot a column of weight 1 / n)
-        self.V, self.V_T, self.W0, self.T0, self.column_weights, self.weighted_targets = (
-            asarray(np.ascontiguousarray(a))
-            for a in (V, V.T, W0, T0, np.full(n, 1 / n), onehot_T / n))
+        self.V, self.W0, self.T0, self.column_weights = (
+            asarray(a) for a in (V, W0, T0, np.full(n, 1 / n)))
+        onehot_T = asarray(onehot_T)
+        # the column-wise cross-entropy's targets: each shot a column of weight 1 / n
+        self.weighted_targets = onehot_T / n
         self.flat_targets = self.weighted_targets.reshape(-1)
         self.zero_shot_logits = (
-            asarray((zero_shot_weight * logit_scale) * (T0 @ V.T))
-            if zero_shot_weight else None)
-        self.own_class_penalty = asarray(_OWN_CLASS_PENALTY * onehot_T)
+            (self.T0 @ self.V.T) * (zero_shot_weight * logit_scale) if zero_shot_weight
+            else None)
+        self.own_class_penalty = onehot_T * _OWN_CLASS_PENALTY
         # the triplet's gradient, +-triplet_weight / n at an active hinge, in P's dtype
         self.triplet_step = asarray(np.array(triplet_weight / n))
         self.y, self.columns = backend.asindices(y), backend.asindices(np.arange(n))
@@ -114,7 +118,7 @@ class CMMRefinementLoss:
             d_cos[y, columns] -= step
             d_cos[negatives, columns] += step
         d_P = P * self.alpha  # the penalty's gradient, and an array of P's shape
-        d_P[:dim] += self.V_T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
+        d_P[:dim] += self.V.T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
         if self.train_text:
             d_P[dim:] += unit_rows_grad(text, text_norm, d_cos @ mapped)
         if self.alpha:

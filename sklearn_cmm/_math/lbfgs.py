@@ -206,9 +206,9 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     max_eval : int
         Most evaluations; a line search that would go beyond them ends early.
     tol : float
-        Stops when the largest entry of the gradient, of a step, or the change of the
-        loss is at most ``tol``, or the slope along the search direction is above
-        ``-tol``.
+        Stops when the largest entry of the gradient or of a step is at most ``tol``, the
+        loss changes by less than ``tol``, or the slope along the search direction is not
+        below ``-tol``.
     history : int, default=10
         Pairs kept for the inverse Hessian.
 
@@ -238,7 +238,7 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         n_iter += 1
         d = inverse_hessian.direction(g)
         slope = float(g @ d)
-        if slope > -tol:
+        if slope >= -tol:  # not a descent direction (rounding), or a flat one
             break
         # the first step is at most 1 in the gradient's L1 norm (its scale is unknown)
         t = min(1.0, 1.0 / float(abs(g).sum())) if n_iter == 1 else 1.0
