@@ -77,7 +77,7 @@ def run_steps(
     # Nothing here is differentiated (the gradient is the loss's own): on tensors,
     # inference mode skips autograd's dispatch on every operation (a fifth of a step at
     # few-shot sizes on a CPU).
-    with torch.inference_mode(), training_arrays([runs[0].stacked]):
+    with torch.inference_mode(), training_arrays(runs[0].stacked):
         for step in tqdm(range(n_steps + 1), desc="SeMoBridge-T", disable=not verbose,
                          leave=False):
             at_checkpoint = step % validation_interval == 0 or step == n_steps

@@ -158,39 +158,38 @@ def _as_shared_tensor(array):
     return torch.from_numpy(array) if isinstance(array, np.ndarray) else array
 
 
-def autograd_value_and_grad(params, loss_fn):
+def autograd_value_and_grad(param, loss_fn):
     """A loss written for autograd as the ``value_and_grad`` the minimisers take.
 
     Parameters
     ----------
-    params : list of torch.Tensor
-        Leaf tensors with ``requires_grad=True``.
+    param : torch.Tensor
+        A leaf tensor with ``requires_grad=True``.
     loss_fn : callable
-        Takes no argument and returns a scalar tensor of ``params``.
+        Takes no argument and returns a scalar tensor of ``param``.
 
     Returns
     -------
     value_and_grad : callable
-        Takes no argument; returns the loss (detached) and the gradients of ``params``.
+        Takes no argument; returns the loss (detached) and its gradient.
     """
 
     def value_and_grad():
-        for p in params:
-            p.grad = None
+        param.grad = None
         loss = loss_fn()
         loss.backward()
-        return loss.detach(), [p.grad for p in params]
+        return loss.detach(), param.grad
 
     return value_and_grad
 
 
 @contextmanager
-def training_arrays(params):
-    """The block trains ``params``: on numpy arrays, torch's kernels (AdamW's) run on
+def training_arrays(param):
+    """The block trains ``param``: on a numpy array, torch's kernels (AdamW's) run on
     one thread beside numpy's BLAS threads
     (:func:`~sklearn_cmm._threads.single_torch_thread`), and numpy's overflow warnings
     are off (a run that diverges raises at its end, :func:`check_converging`)."""
-    if not isinstance(params[0], np.ndarray):
+    if not isinstance(param, np.ndarray):
         yield
         return
     with single_torch_thread(), np.errstate(over="ignore", invalid="ignore"):
@@ -198,7 +197,7 @@ def training_arrays(params):
 
 
 def minimize_full_batch(
-    params,
+    param,
     value_and_grad,
     *,
     max_iter,
@@ -210,7 +209,7 @@ def minimize_full_batch(
     verbose=False,
     desc="training",
 ):
-    """Minimise a loss over ``params`` with full-batch AdamW.
+    """Minimise a loss over ``param`` with full-batch AdamW.
 
     The learning rate rises linearly from ``warmup_start_lr`` to ``learning_rate`` over
     the first ``warmup_iter`` steps, then stays constant or, with ``schedule="cosine"``,
@@ -220,12 +219,12 @@ def minimize_full_batch(
 
     Parameters
     ----------
-    params : list of torch.Tensor or list of ndarray
-        The arrays, updated in place (:class:`FullBatchAdamW`).
+    param : torch.Tensor or ndarray
+        The array, updated in place (:class:`FullBatchAdamW`).
     value_and_grad : callable
-        Takes no argument and returns the loss (a scalar array) and its gradients with
-        respect to ``params``, at their current values (a hand-written gradient, or
-        :func:`autograd_value_and_grad`).
+        Takes no argument and returns the loss (a scalar array) and its gradient (an
+        array of ``param``'s shape) at ``param``'s current value: a hand-written
+        gradient, or :func:`autograd_value_and_grad`.
     max_iter : int
         Number of optimisation steps (0 leaves ``params`` untouched).
     learning_rate, weight_decay : float
@@ -253,10 +252,10 @@ def minimize_full_batch(
     """
     if max_iter == 0:
         return np.empty(0)
-    optimizer = FullBatchAdamW(params, weight_decay=weight_decay)
+    optimizer = FullBatchAdamW([param], weight_decay=weight_decay)
     # Losses stay on the device until the end: one synchronisation instead of one a step.
     losses = []
-    with training_arrays(params):
+    with training_arrays(param):
         for step in tqdm(range(max_iter), desc=desc, disable=not verbose, leave=False):
             if step < warmup_iter:
                 lr = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_iter
@@ -265,11 +264,11 @@ def minimize_full_batch(
                 lr = learning_rate * (1.0 + math.cos(math.pi * progress)) / 2.0
             else:
                 lr = learning_rate
-            loss, grads = value_and_grad()
-            optimizer.step(grads, lr)
+            loss, grad = value_and_grad()
+            optimizer.step([grad], lr)
             losses.append(loss)
     losses = stack_to_numpy(losses)
-    check_converging(losses, params, desc)
+    check_converging(losses, [param], desc)
     return losses
 
 
@@ -286,8 +285,7 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc=
     param : ndarray or torch.Tensor
         The array (contiguous), updated in place.
     value_and_grad : callable
-        Takes no argument and returns the loss (a scalar array) and its gradient (an
-        array of ``param``'s shape) at ``param``'s current value.
+        As :func:`minimize_full_batch`'s.
     max_iter : int
         Most iterations.
     tol : float
@@ -314,7 +312,7 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc=
         bar.update()
         return loss, grad.reshape(-1)
 
-    with training_arrays([param]):
+    with training_arrays(param):
         losses, n_iter = lbfgs(param.reshape(-1), flat_value_and_grad, max_iter=max_iter,
                                max_eval=bar.total, tol=tol)
     bar.close()

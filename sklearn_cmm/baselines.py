@@ -461,7 +461,7 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
             )
 
         losses = minimize_full_batch(
-            [delta], autograd_value_and_grad([delta], loss_fn), max_iter=self.max_iter,
+            delta, autograd_value_and_grad(delta, loss_fn), max_iter=self.max_iter,
             learning_rate=self.learning_rate, weight_decay=WEIGHT_DECAY, schedule="cosine",
             verbose=self.verbose, desc="Tip-Adapter-F",
         )

@@ -1,5 +1,6 @@
 """Cross-Modal Mapping: a linear map of CLIP image features into the text space."""
 
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -374,13 +375,10 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             zero_shot_weight=self.zero_shot_weight, triplet_weight=self.triplet_weight,
             margin=self.margin, alpha=self.alpha,
         )
-        # [Delta; Delta_T], from 0
-        residuals = backend.asarray(np.zeros((V.shape[1] + len(self.classes_) * self.train_text,
-                                              V.shape[1])))
-
-        def value_and_grad():
-            return objective.value_and_grad(residuals)
-
+        dim = V.shape[1]
+        residuals = backend.asarray(  # [Delta; Delta_T], from 0
+            np.zeros((dim + len(self.classes_) * self.train_text, dim)))
+        value_and_grad = partial(objective.value_and_grad, residuals)
         if self.solver == "lbfgs":
             self.loss_curve_, self.n_iter_ = minimize_lbfgs(
                 residuals, value_and_grad, max_iter=max_iter, tol=self.tol,
@@ -388,8 +386,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             )
         else:
             self.loss_curve_ = minimize_full_batch(
-                [residuals],
-                lambda: (lambda total, grad: (total, [grad]))(*value_and_grad()),
+                residuals,
+                value_and_grad,
                 max_iter=max_iter,
                 learning_rate=self.learning_rate,
                 weight_decay=self.weight_decay,
@@ -399,9 +397,9 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             self.n_iter_ = max_iter
         # The float64 start plus the float32 residual: max_iter=0 and tiny steps stay exact.
         residuals = to_numpy(residuals)
-        self.mapping_ = W0 + residuals[: V.shape[1]]
+        self.mapping_ = W0 + residuals[:dim]
         if self.train_text:
-            self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + residuals[V.shape[1]:])
+            self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + residuals[dim:])
         else:
             self.prototypes_ = self.zero_shot_prototypes_
 

@@ -23,7 +23,7 @@ def _recorded_learning_rates(monkeypatch, **kwargs):
     monkeypatch.setattr(_torch.FullBatchAdamW, "step", recording_step)
     w = torch.zeros(3, requires_grad=True)
     losses = minimize_full_batch(
-        [w], autograd_value_and_grad([w], lambda: ((w - 1.0) ** 2).sum()), **kwargs)
+        w, autograd_value_and_grad(w, lambda: ((w - 1.0) ** 2).sum()), **kwargs)
     return np.array(rates), losses, w
 
 
@@ -101,8 +101,8 @@ def test_full_batch_adamw_follows_torchs_adamw(weight_decay):
 
 def test_zero_steps_leave_the_parameters():
     w = torch.ones(2, requires_grad=True)
-    value_and_grad = autograd_value_and_grad([w], lambda: (w**2).sum())
-    assert minimize_full_batch([w], value_and_grad, max_iter=0, learning_rate=1.0).size == 0
+    value_and_grad = autograd_value_and_grad(w, lambda: (w**2).sum())
+    assert minimize_full_batch(w, value_and_grad, max_iter=0, learning_rate=1.0).size == 0
     assert torch.equal(w.detach(), torch.ones(2))
 
 
@@ -153,13 +153,12 @@ def test_a_diverging_run_raises_instead_of_returning_nan(loop):
     def loss():  # unbounded below: the parameters run off to infinity
         return -(w**4).sum()
 
-    value_and_grad = autograd_value_and_grad([w], loss)
+    value_and_grad = autograd_value_and_grad(w, loss)
     with pytest.raises(ValueError, match="diverged.*NaN or infinite"):
         if loop == "adamw":
-            minimize_full_batch([w], value_and_grad, max_iter=5, learning_rate=1e30)
+            minimize_full_batch(w, value_and_grad, max_iter=5, learning_rate=1e30)
         else:
-            minimize_lbfgs(w.detach(), lambda: (lambda v, g: (v, g[0]))(*value_and_grad()),
-                           max_iter=50, tol=1e-9)
+            minimize_lbfgs(w.detach(), value_and_grad, max_iter=50, tol=1e-9)
 
 
 @pytest.mark.parametrize("loop", ["adamw", "lbfgs"])
@@ -177,8 +176,7 @@ def test_numpy_arrays_train_on_one_torch_thread_silently(loop, recwarn):
     try:
         with pytest.raises(ValueError, match="diverged"):
             if loop == "adamw":
-                minimize_full_batch([w], lambda: (lambda v, g: (v, [g]))(*value_and_grad()),
-                                    max_iter=200, learning_rate=1e10)
+                minimize_full_batch(w, value_and_grad, max_iter=200, learning_rate=1e10)
             else:
                 minimize_lbfgs(w, value_and_grad, max_iter=50, tol=1e-9)
         assert set(threads) == {1} and torch.get_num_threads() == 2
