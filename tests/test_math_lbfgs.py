@@ -91,6 +91,16 @@ def test_line_search_meets_the_strong_wolfe_conditions(line, t0):
     assert abs(phi(t)[1]) <= -CURVATURE * slope0
 
 
+@pytest.mark.parametrize("blow_up", [math.inf, math.nan])
+def test_a_step_into_an_overflow_is_too_long(blow_up):
+    def phi(t):  # (t - 1)^2 up to t = 2, where the loss and its slope overflow
+        return ((t - 1) ** 2, 2 * (t - 1), t) if t < 2 else (blow_up, blow_up, t)
+
+    t, f, _, _ = strong_wolfe_search(phi, 1.0, -2.0, None, 8.0, 1e-9, 25)
+    assert t < 2 and f == (t - 1) ** 2
+    assert f <= 1.0 + SUFFICIENT_DECREASE * t * -2.0 and abs(2 * (t - 1)) <= CURVATURE * 2
+
+
 def test_a_first_step_that_meets_the_conditions_is_taken():
     def phi(t):  # (t - 1)^2: the first step lands on the minimum
         return (t - 1) ** 2, 2 * (t - 1), t
@@ -143,8 +153,10 @@ def test_lbfgs_keeps_to_its_budgets(max_iter, max_eval):
     assert value_and_grad()[0] == min(losses)  # x is the best point seen
 
 
-def test_lbfgs_at_a_minimum_evaluates_once():
-    x = np.zeros(3)
+@pytest.mark.parametrize("start, loss",
+                         [(np.zeros(3), 0.0), (np.array([1.0, np.inf, 0.0]), np.inf)])
+def test_lbfgs_evaluates_a_minimum_or_a_start_that_is_not_finite_once(start, loss):
+    x = start.copy()
     losses, n_iter = lbfgs(x, lambda: (float(x @ x), 2 * x), max_iter=10, max_eval=20,
                            tol=1e-8)
-    assert losses == [0.0] and n_iter == 0
+    assert losses == [loss] and n_iter == 0 and np.array_equal(x, start)

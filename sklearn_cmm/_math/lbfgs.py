@@ -125,15 +125,16 @@ def _host(array):
 def cubic_minimum(t1, f1, g1, t2, f2, g2, low, high):
     """Minimiser in ``[low, high]`` of the cubic through ``(t1, f1)``, ``(t2, f2)`` with
     slopes ``g1``, ``g2`` (Nocedal and Wright, equation 3.59); the middle of the bounds
-    when the cubic has no minimum."""
+    when there is no such cubic (a loss or slope not finite) or it has no minimum."""
+    middle = (low + high) / 2
     d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
     discriminant = d1 * d1 - g1 * g2
-    if discriminant < 0:
-        return (low + high) / 2
+    if not discriminant >= 0 or math.isinf(discriminant):  # NaN, negative or infinite
+        return middle
     d2 = math.copysign(math.sqrt(discriminant), t2 - t1)
     denominator = g2 - g1 + 2 * d2
     if denominator == 0:  # a straight line: no minimum
-        return (low + high) / 2
+        return middle
     return min(max(t2 - (t2 - t1) * (g2 + d2 - d1) / denominator, low), high)
 
 
@@ -159,7 +160,7 @@ def strong_wolfe_search(phi, f0, slope0, g0, t, tol, max_evaluations):
         current = (t, *phi(t))
         evaluations += 1
         f, slope = current[1], current[2]
-        if f > f0 + SUFFICIENT_DECREASE * t * slope0 or (evaluations > 1 and f >= previous[1]):
+        if not _decreases(f, t, f0, slope0) or (evaluations > 1 and f >= previous[1]):
             return _zoom(phi, f0, slope0, previous, current, tol, max_evaluations, evaluations)
         if abs(slope) <= -CURVATURE * slope0 or evaluations == max_evaluations:
             return (*current[:2], current[3], evaluations)
@@ -168,6 +169,12 @@ def strong_wolfe_search(phi, f0, slope0, g0, t, tol, max_evaluations):
         # extrapolate: beyond t by at least a hundredth of the last increase, at most 10 t
         t = cubic_minimum(*previous[:3], *current[:3], t + 0.01 * (t - previous[0]), 10 * t)
         previous = current
+
+
+def _decreases(f, t, f0, slope0):
+    """The sufficient decrease condition; never met by a NaN or infinite loss, so that a
+    step into an overflow is treated as too long."""
+    return f <= f0 + SUFFICIENT_DECREASE * t * slope0
 
 
 def _zoom(phi, f0, slope0, low, high, tol, max_evaluations, evaluations):
@@ -180,7 +187,7 @@ def _zoom(phi, f0, slope0, low, high, tol, max_evaluations, evaluations):
         current = (t, *phi(t))
         evaluations += 1
         f, slope = current[1], current[2]
-        if f > f0 + SUFFICIENT_DECREASE * t * slope0 or f >= low[1]:
+        if not _decreases(f, t, f0, slope0) or f >= low[1]:
             high = current
             continue
         if abs(slope) <= -CURVATURE * slope0:
@@ -222,7 +229,9 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     f, g = value_and_grad()
     f = float(f)
     losses = [f]
-    if max_iter == 0 or float(abs(g).max()) <= tol:
+    largest_gradient = float(abs(g).max())
+    # a start that is not finite is left as it is: the caller sees it in the losses
+    if max_iter == 0 or largest_gradient <= tol or not math.isfinite(f + largest_gradient):
         return losses, 0
     inverse_hessian = InverseHessian(x, history)
     start = x * 1  # a copy of either kind
