@@ -24,7 +24,6 @@ class BridgeTraining:
 
     def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, backend):
         self.X, self.y, self.T = X, y_encoded, T
-        self.backend = backend
         # Nothing in the training is random: full batch, deterministic initialisation
         # (the bias at 0). W_pinv and the bias are one array (SeMoBridgeTLoss).
         if params.class_bias:

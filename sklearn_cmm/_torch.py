@@ -226,7 +226,7 @@ def minimize_full_batch(
         array of ``param``'s shape) at ``param``'s current value: a hand-written
         gradient, or :func:`autograd_value_and_grad`.
     max_iter : int
-        Number of optimisation steps (0 leaves ``params`` untouched).
+        Number of optimisation steps (0 leaves ``param`` untouched).
     learning_rate, weight_decay : float
         AdamW's settings.
     warmup_iter : int, default=0

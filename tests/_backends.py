@@ -13,3 +13,12 @@ BACKENDS = {
         xp=torch, asarray=lambda a: torch.tensor(a, dtype=getattr(torch, np.dtype(dtype).name)),
         asindices=torch.as_tensor),
 }
+
+
+def train_on_torch(monkeypatch):
+    """Make every estimator's training run on torch tensors (on the CPU here), as on a
+    GPU, instead of numpy arrays: :class:`sklearn_cmm._torch.ArrayBackend` picks torch."""
+    from sklearn_cmm import _torch
+
+    monkeypatch.setattr(_torch.ArrayBackend, "__init__",
+                        lambda self, device, xp=None: vars(self).update(device=device, xp=torch))

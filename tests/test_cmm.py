@@ -15,6 +15,8 @@ from sklearn_cmm._math.search import spread_subset
 from sklearn_cmm.cmm import AUTO_IMAGE_WEIGHTS, AUTO_MAX_ITER, AUTO_MIN_ITER, refinement_budget
 from sklearn_cmm.model_selection import FewShotSplit
 
+from ._backends import train_on_torch
+
 
 def _unit(A):
     return A / np.linalg.norm(A, axis=1, keepdims=True)
@@ -374,14 +376,11 @@ def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter):
     """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
     (here torch on the CPU). L-BFGS's line search amplifies float32 rounding over many
     iterations (as a change of thread count does), so its run is short."""
-    from sklearn_cmm import _torch
-
     X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=4)
     params = dict(text_features=T, solver=solver, max_iter=max_iter, tol=0.0,
                   learning_rate=1e-2, train_text=True)
     on_numpy = CrossModalMappingClassifier(**params).fit(X, y)
-    monkeypatch.setattr(_torch.ArrayBackend, "__init__",
-                        lambda self, device, xp=None: vars(self).update(device=device, xp=torch))
+    train_on_torch(monkeypatch)
     on_torch = CrossModalMappingClassifier(**params).fit(X, y)
     assert on_numpy.n_iter_ == on_torch.n_iter_ > 1
     assert not np.allclose(on_numpy.mapping_, CrossModalMappingClassifier(

@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn_cmm import SeMoBridgeClassifier, ZeroShotClassifier
 from sklearn_cmm.model_selection import FewShotSplit, draw_shots
 
+from ._backends import train_on_torch
 from .test_math_semobridge import autograd_t_loss
 
 
@@ -680,13 +681,10 @@ def test_lockstep_trainings_equal_separate_ones(data, xp):
 def test_numpy_training_equals_torchs(data, monkeypatch):
     """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
     (here torch on the CPU), validation and checkpoints included."""
-    from sklearn_cmm import _torch
-
     params = dict(train=True, max_iter=120, validation_interval=30, n_iter_no_change=None,
                   learning_rate=1e-2, search="cv", n_search_trials=10, random_state=0)
     on_numpy = fitted(data, **params)
-    monkeypatch.setattr(_torch.ArrayBackend, "__init__",
-                        lambda self, device, xp=None: vars(self).update(device=device, xp=torch))
+    train_on_torch(monkeypatch)
     on_torch = fitted(data, **params)
     assert on_numpy.best_iter_ > 0  # the premise: a trained bridge is kept
     assert on_torch.best_iter_ == on_numpy.best_iter_
