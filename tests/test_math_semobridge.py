@@ -446,6 +446,31 @@ def test_hand_written_gradient_equals_autograds(problem, backend, dtype, bias_ki
         assert np.isfinite(mine[2]).all() and np.abs(mine[2]).sum() > 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shots", SHOTS)
+def test_loss_keeps_nothing_from_one_call_to_the_next(problem, backend, shots):
+    """The loss reuses its work arrays: a call after one at other parameters gives what
+    a fresh loss gives, and the returned gradient is not overwritten by the next call."""
+    rng, W, y, f, T, n_classes = problem
+    y, f = y[SHOTS[shots]], f[SHOTS[shots]]
+    make = BACKENDS[backend](np.float64)
+    text_pre = rng.randn(n_classes, W.shape[0])
+    start = np.vstack([pinv_with_cutoff(W, 0.3), np.zeros((n_classes, W.shape[0]))])
+    stacked = [make.asarray(start + 0.3 * rng.randn(*start.shape)) for _ in range(2)]
+
+    def loss():
+        return SeMoBridgeTLoss(f, y, W, T, text_pre, backend=make, class_bias=True)
+
+    reused = loss()
+    first_total, first_grad = reused.value_and_grad(stacked[0])
+    kept = np.array(first_grad, copy=True)
+    second = reused.value_and_grad(stacked[1])
+    fresh = loss().value_and_grad(stacked[1])
+    assert float(second[0]) == float(fresh[0]) != float(first_total)
+    np.testing.assert_array_equal(np.asarray(second[1]), np.asarray(fresh[1]))
+    np.testing.assert_array_equal(np.asarray(first_grad), kept)
+
+
 def test_pinv_cutoff_is_strict_at_the_threshold():
     W = np.diag([2.0, 1.0, 0.5, 0.25])
     assert np.linalg.matrix_rank(pinv_with_cutoff(W, 0.5)) == 2  # 0.5 itself is dropped

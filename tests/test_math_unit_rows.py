@@ -28,6 +28,11 @@ def test_unit_rows_and_row_dots_match_loops(rows, kind):
         assert np.asarray(unit[i]) == pytest.approx(row / max(length, NORM_EPS), abs=1e-12)
         assert float(dots[i]) == pytest.approx(2 * length**2, rel=1e-12)
     assert float(norm[2, 0]) == NORM_EPS and not np.asarray(unit[2]).any()
+    out = KINDS[kind](np.full_like(rows, np.nan))
+    into, norm_again = unit_rows(KINDS[kind](rows.copy()), out=out)
+    assert into is out
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(unit))
+    np.testing.assert_array_equal(np.asarray(norm_again), np.asarray(norm))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -16,7 +16,7 @@ operators and functions that both spell alike, and :mod:`.unit_rows` for the res
 import numpy as np
 
 from .basic import l2_normalize
-from .unit_rows import NORM_EPS, row_dots, unit_rows, unit_rows_grad
+from .unit_rows import unit_rows, unit_rows_grad
 
 #: Floor of the log-probabilities in the gradient: ``exp(-80)`` = 1.8e-35 is a normal
 #: float32 (the smallest is 1.2e-38) and far below anything it is added to. Exact ones
@@ -145,6 +145,12 @@ class SeMoBridgeTLoss:
         self.y = backend.asindices(y)
         self.flat_targets = self.weighted_targets.reshape(-1)
         self.scores = asarray(np.zeros((n_classes, 2 * n + 2 * n_classes)))
+        # Row blocks that go through the same operation share one array, one call for
+        # both: the unit bridged shots e above their class means E_raw (one product with
+        # W), f_hat above F_raw (one normalisation) and their gradients.
+        self.e_and_means = asarray(np.zeros((n + n_classes, W.shape[0])))
+        self.f_hat_and_means = asarray(np.zeros((n + n_classes, dim)))
+        self.d_f_hat_and_means = asarray(np.zeros((n + n_classes, dim)))
 
     def value_and_grad(self, P):
         """The loss at ``P`` and its gradient (no autograd).
@@ -166,14 +172,18 @@ class SeMoBridgeTLoss:
         tokens = self.f @ P[:dim]
         if self.class_bias:
             tokens += P[dim:][self.y]  # b_{y_i}, gathered
-        e, e_norm = unit_rows(tokens)
-        f_hat = e @ self.W
-        E_raw = self.class_mean @ e
-        # the class mean of f_hat = e W, in the cheaper order (c w d or c n d products)
-        F_raw = E_raw @ self.W if self.project_means else self.class_mean @ f_hat
-        F_hat, F_norm = unit_rows(F_raw)
+        e_and_means, f_hat_and_means = self.e_and_means, self.f_hat_and_means
+        e, E_raw = e_and_means[:n], e_and_means[n:]
+        _, e_norm = unit_rows(tokens, out=e)
+        xp.matmul(self.class_mean, e, out=E_raw)
+        if self.project_means:  # F_raw, the class mean of f_hat = e W, as E_raw W
+            xp.matmul(e_and_means, self.W, out=f_hat_and_means)
+        else:  # as the class means of f_hat (a c n d product, not c w d)
+            xp.matmul(e, self.W, out=f_hat_and_means[:n])
+            xp.matmul(self.class_mean, f_hat_and_means[:n], out=f_hat_and_means[n:])
+        units, units_norm = unit_rows(f_hat_and_means)
+        f_hat_unit, F_hat = units[:n], units[n:]
         E, E_norm = unit_rows(E_raw)
-        f_hat_unit, f_hat_norm = unit_rows(f_hat)
         shots_T[:, n:] = f_hat_unit.T
         xp.matmul(F_hat, shots_T, out=scores[:, : 2 * n])
         xp.matmul(self.T_unit, F_hat.T, out=scores[:, 2 * n : 2 * n + c])
@@ -183,26 +193,29 @@ class SeMoBridgeTLoss:
         total = -(log_p.reshape(-1) @ self.flat_targets)
         # back through the scores, the normalisations and the class means (whose
         # transposes are gathers of the classes' rows, not one-hot products)
-        d_F_hat = residual[:, : 2 * n] @ shots_T.T
-        d_F_hat += residual[:, 2 * n : 2 * n + c].T @ self.T_unit
-        d_f_hat = unit_rows_grad(f_hat_unit, f_hat_norm, residual[:, n : 2 * n].T @ F_hat)
+        d_units = self.d_f_hat_and_means
+        xp.matmul(residual[:, n : 2 * n].T, F_hat, out=d_units[:n])
+        xp.matmul(residual[:, : 2 * n], shots_T.T, out=d_units[n:])
+        d_units[n:] += residual[:, 2 * n : 2 * n + c].T @ self.T_unit
+        d_f_hat_and_means = unit_rows_grad(units, units_norm, d_units)
         d_E_raw = unit_rows_grad(E, E_norm, residual[:, 2 * n + c :].T @ self.pre_unit)
-        d_F_raw = unit_rows_grad(F_hat, F_norm, d_F_hat)
         if self.project_means:
-            d_E_raw += d_F_raw @ self.W_T
+            d_e_and_means = d_f_hat_and_means @ self.W_T
+            d_e, d_E_raw_via_F = d_e_and_means[:n], d_e_and_means[n:]
+            d_E_raw += d_E_raw_via_F
         else:
+            d_f_hat, d_F_raw = d_f_hat_and_means[:n], d_f_hat_and_means[n:]
             d_f_hat += (d_F_raw * self.inverse_counts)[self.y]
-        d_e = d_f_hat @ self.W_T
+            d_e = d_f_hat @ self.W_T
         d_e += (d_E_raw * self.inverse_counts)[self.y]
         d_P = self.inputs_T @ unit_rows_grad(e, e_norm, d_e)  # [f, onehot(y)]^T d_tokens
         if not self.class_bias:
             return total, d_P
         # the variance of the bias norms, and its gradient 2 (||b_c|| - mean) / c along
-        # b_c / ||b_c|| (0 at b_c = 0, as torch's norm gradient there)
-        bias = P[dim:]
-        norms = xp.sqrt(row_dots(bias, bias))
-        deviation = norms - norms.sum() / c
+        # b_c / ||b_c|| (0 at b_c = 0, as torch's norm gradient there; a norm below
+        # NORM_EPS counts as NORM_EPS, a difference far below float32's resolution)
+        bias_unit, norms = unit_rows(P[dim:])
+        deviation = norms[:, 0] - norms.sum() / c
         total = total + self.bias_norm_weight / c * (deviation @ deviation)
-        pull = deviation / norms.clip(NORM_EPS)
-        d_P[dim:] += bias * (2 * self.bias_norm_weight / c * pull)[:, None]
+        d_P[dim:] += bias_unit * (2 * self.bias_norm_weight / c * deviation)[:, None]
         return total, d_P

@@ -19,14 +19,17 @@ def row_dots(a, b):
     return torch.linalg.vecdot(a, b)
 
 
-def unit_rows(x):
-    """``normalize(x, dim=1)`` and the floored row norms, for :func:`unit_rows_grad`."""
+def unit_rows(x, out=None):
+    """``normalize(x, dim=1)`` and the floored row norms, for :func:`unit_rows_grad`.
+
+    The unit rows go to ``out`` when it is given (an array of the shape of ``x``).
+    """
     if isinstance(x, np.ndarray):
         norm = np.sqrt(row_dots(x, x))[:, None]
         np.maximum(norm, NORM_EPS, out=norm)
-    else:
-        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
-    return x / norm, norm
+        return np.divide(x, norm, out=out), norm
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
+    return torch.div(x, norm, out=out), norm
 
 
 def unit_rows_grad(unit, norm, grad):
