@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_cmm._math.unit_rows import NORM_EPS, row_dots, unit_rows, unit_rows_grad
+from sklearn_cmm._math.unit_rows import NORM_EPS, row_dots, take_rows, unit_rows, unit_rows_grad
 
 KINDS = {"numpy": np.asarray, "torch": torch.as_tensor}
 
@@ -46,3 +46,10 @@ def test_unit_rows_grad_is_autograds_through_normalize(rows, kind):
     got = unit_rows_grad(unit, norm, grad)
     np.testing.assert_allclose(np.asarray(got), x.grad.numpy(), rtol=1e-12, atol=1e-14)
     assert got is grad  # written in place
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_take_rows_gathers_rows_in_index_order(rows, kind):
+    index = np.array([3, 0, 3, 1])  # repeated and unordered
+    got = take_rows(KINDS[kind](rows), KINDS[kind](index))
+    np.testing.assert_array_equal(np.asarray(got), np.array([rows[i] for i in index]))

@@ -16,7 +16,7 @@ operators and functions that both spell alike, and :mod:`.unit_rows` for the res
 import numpy as np
 
 from .basic import l2_normalize
-from .unit_rows import unit_rows, unit_rows_grad
+from .unit_rows import take_rows, unit_rows, unit_rows_grad
 
 #: Floor of the log-probabilities in the gradient: ``exp(-80)`` = 1.8e-35 is a normal
 #: float32 (the smallest is 1.2e-38) and far below anything it is added to. Exact ones
@@ -171,7 +171,7 @@ class SeMoBridgeTLoss:
         shots_T, scores = self.shots_T, self.scores
         tokens = self.f @ P[:dim]
         if self.class_bias:
-            tokens += P[dim:][self.y]  # b_{y_i}, gathered
+            tokens += take_rows(P[dim:], self.y)  # b_{y_i}, gathered
         e_and_means, f_hat_and_means = self.e_and_means, self.f_hat_and_means
         e, E_raw = e_and_means[:n], e_and_means[n:]
         _, e_norm = unit_rows(tokens, out=e)
@@ -205,9 +205,9 @@ class SeMoBridgeTLoss:
             d_E_raw += d_E_raw_via_F
         else:
             d_f_hat, d_F_raw = d_f_hat_and_means[:n], d_f_hat_and_means[n:]
-            d_f_hat += (d_F_raw * self.inverse_counts)[self.y]
+            d_f_hat += take_rows(d_F_raw * self.inverse_counts, self.y)
             d_e = d_f_hat @ self.W_T
-        d_e += (d_E_raw * self.inverse_counts)[self.y]
+        d_e += take_rows(d_E_raw * self.inverse_counts, self.y)
         d_P = self.inputs_T @ unit_rows_grad(e, e_norm, d_e)  # [f, onehot(y)]^T d_tokens
         if not self.class_bias:
             return total, d_P

@@ -1,4 +1,5 @@
-"""Row normalisation with its gradient by hand, for the hand-written losses.
+"""Row normalisation with its gradient by hand, and row gathers, for the hand-written
+losses.
 
 On numpy arrays or torch tensors alike: each function takes the cheapest operations of
 the array's own library (a numpy operation costs about a microsecond on a CPU, a torch
@@ -17,6 +18,14 @@ def row_dots(a, b):
     if isinstance(a, np.ndarray):
         return np.linalg.vecdot(a, b)
     return torch.linalg.vecdot(a, b)
+
+
+def take_rows(a, index):
+    """``a[index]``: the rows of ``a`` at the integers ``index`` (an index of the array's
+    library, as ``ArrayBackend.asindices`` makes)."""
+    if isinstance(a, np.ndarray):
+        return a.take(index, axis=0)  # a third of the cost of a[index] at few-shot sizes
+    return a.index_select(0, index)
 
 
 def unit_rows(x, out=None):
