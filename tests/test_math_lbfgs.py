@@ -153,6 +153,24 @@ def test_lbfgs_keeps_to_its_budgets(max_iter, max_eval):
     assert value_and_grad()[0] == min(losses)  # x is the best point seen
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lbfgs_returns_the_searchs_step_not_its_last_evaluation(backend):
+    """On kinks (an L1 loss) line searches end on an earlier step than their last
+    evaluation; x must hold that step, the best point seen."""
+    arrays = BACKENDS[backend](np.float64)
+    target = np.array([1.0, -2.0, 0.5])
+    x = arrays.asarray(np.zeros(3))
+
+    def value_and_grad():
+        v = np.asarray(x, dtype=np.float64)
+        return np.abs(v - target).sum() + 0.01 * v @ v, arrays.asarray(
+            np.sign(v - target) + 0.02 * v)
+
+    losses, _ = lbfgs(x, value_and_grad, max_iter=20, max_eval=60, tol=1e-9)
+    assert losses[-1] != min(losses)  # the premise: the last evaluation was not kept
+    assert value_and_grad()[0] == min(losses)
+
+
 @pytest.mark.parametrize("start, loss",
                          [(np.zeros(3), 0.0), (np.array([1.0, np.inf, 0.0]), np.inf)])
 def test_lbfgs_evaluates_a_minimum_or_a_start_that_is_not_finite_once(start, loss):

@@ -68,25 +68,28 @@ class InverseHessian:
         if not self.order:
             return g * -self.gamma
         order, SY = self.order, self.SY
-        Sg = _host(self.S @ g)
+        # rows are filled in order until the history is full: the first len(order) hold
+        # every pair, and the products skip the empty rest
+        S, Y = self.S[: len(order)], self.Y[: len(order)]
+        Sg = _host(S @ g)
         if self._pending is not None:  # s_i . y_new = s_i . g_new - s_i . g_old
             new, self._pending = self._pending, None
             for i in order:
                 if i != new:
                     SY[i][new] = Sg[i] - self._Sg[i]
         rho = {i: 1.0 / SY[i][i] for i in order}
-        a = [0.0] * self.history
+        a = [0.0] * len(order)
         for k in range(len(order) - 1, -1, -1):  # newest first
             i = order[k]
             a[i] = rho[i] * (Sg[i] - sum(a[j] * SY[i][j] for j in order[k + 1:]))
         # -r_0 = -gamma q, so that the direction needs no negation of its own
-        minus_r = (g - self._like(a, g) @ self.Y) * -self.gamma
-        Yr = [-value for value in _host(self.Y @ minus_r)]
-        c = [0.0] * self.history
+        minus_r = (g - self._like(a, g) @ Y) * -self.gamma
+        Yr = [-value for value in _host(Y @ minus_r)]
+        c = [0.0] * len(order)
         for k, i in enumerate(order):  # oldest first
             c[i] = a[i] - rho[i] * (Yr[i] + sum(c[j] * SY[j][i] for j in order[:k]))
         self._Sg = Sg
-        return minus_r - self._like(c, g) @ self.S
+        return minus_r - self._like(c, g) @ S
 
     def add(self, t, d, y):
         """Keep the pair ``s = t d``, ``y`` of a step ``t`` along the last
@@ -236,8 +239,11 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     inverse_hessian = InverseHessian(x, history)
     start = x * 1  # a copy of either kind
 
+    evaluated = [None]  # the step that x holds, set by phi
+
     def phi(t):
         x[:] = start + t * d
+        evaluated[0] = t
         value, gradient = value_and_grad()
         losses.append(float(value))
         return losses[-1], float(gradient @ d), gradient
@@ -256,7 +262,8 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         t, f_new, g_new, _ = strong_wolfe_search(
             phi, f, slope, g, t, tol / largest,
             min(MAX_LINE_SEARCH_EVALUATIONS, max_eval - len(losses)))
-        x[:] = start + t * d
+        if t != evaluated[0]:  # the search chose an earlier step than its last
+            x[:] = start + t * d
         inverse_hessian.add(t, d, g_new - g)
         change = abs(f_new - f)
         f, g = f_new, g_new
