@@ -161,6 +161,26 @@ def test_hand_written_gradient_equals_autograds(backend, dtype, rtol, terms, tra
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("train_text", [True, False])
+def test_refinement_loss_keeps_nothing_from_one_call_to_the_next(backend, train_text):
+    """The loss reuses its work arrays: a call after one at other residuals gives what a
+    fresh loss gives, and the returned gradient is not overwritten by the next call."""
+    rng, V, y, W0, T0 = _problem()
+    arrays = BACKENDS[backend](np.float64)
+    options = dict(train_text=train_text, logit_scale=7.0, margin=0.2, **TERMS["all"])
+    first, second = (arrays.asarray(0.2 * rng.randn(5 + 3 * train_text, 5)) for _ in range(2))
+    reused = CMMRefinementLoss(V, y, W0, T0, backend=arrays, **options)
+    first_total, first_grad = reused.value_and_grad(first)
+    kept = np.array(first_grad, copy=True)
+    total, grad = reused.value_and_grad(second)
+    fresh_total, fresh_grad = CMMRefinementLoss(V, y, W0, T0, backend=arrays,
+                                                **options).value_and_grad(second)
+    assert float(total) == float(fresh_total) != float(first_total)
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(fresh_grad))
+    np.testing.assert_array_equal(np.asarray(first_grad), kept)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("margin, active", [(1.0, False), (1.25, True)])
 def test_a_hinge_at_exactly_zero_has_no_gradient(backend, margin, active):
     """A shot on its own prototype (cosine 1) and orthogonal to the other (cosine 0): the

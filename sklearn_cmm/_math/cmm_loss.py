@@ -66,7 +66,7 @@ class CMMRefinementLoss:
         self.dim, self.train_text = dim, train_text
         self.logit_scale, self.triplet_weight = float(logit_scale), float(triplet_weight)
         self.margin, self.alpha = float(margin), float(alpha)
-        asarray = backend.asarray
+        self.xp, asarray = backend.xp, backend.asarray
         self.V, self.W0, self.T0, self.column_weights = (
             asarray(a) for a in (V, W0, T0, np.full(n, 1 / n)))
         onehot_T = asarray(onehot_T)
@@ -79,8 +79,16 @@ class CMMRefinementLoss:
         self.own_class_penalty = onehot_T * _OWN_CLASS_PENALTY
         # the triplet's gradient, +-triplet_weight / n at an active hinge, in P's dtype
         self.triplet_step = asarray(np.array(triplet_weight / n))
-        self.y, self.columns = backend.asindices(y), backend.asindices(np.arange(n))
-        if not train_text:
+        # the triplet's gathers and scatters index the flattened cosines: a third of the
+        # cost of two-dimensional indexing at few-shot sizes
+        self.n, self.columns = n, backend.asindices(np.arange(n))
+        self.own_flat = backend.asindices(np.asarray(y) * n + np.arange(n))
+        if train_text:
+            # the mapped shots above the prototypes: one normalisation for both, and one
+            # for their gradients
+            self.rows = asarray(np.zeros((n + len(T0), dim)))
+            self.d_rows = asarray(np.zeros((n + len(T0), dim)))
+        else:
             self.text, _ = unit_rows(self.T0)
 
     def value_and_grad(self, P):
@@ -96,11 +104,15 @@ class CMMRefinementLoss:
         total, d_P : scalar array, array of ``P``'s shape
             The loss and its gradient.
         """
-        dim, y, columns = self.dim, self.y, self.columns
-        mapped, mapped_norm = unit_rows(self.V @ (self.W0 + P[:dim]))
+        dim, n = self.dim, self.n
         if self.train_text:
-            text, text_norm = unit_rows(self.T0 + P[dim:])
+            rows = self.rows
+            self.xp.matmul(self.V, self.W0 + P[:dim], out=rows[:n])
+            self.xp.add(self.T0, P[dim:], out=rows[n:])
+            units, norms = unit_rows(rows)
+            mapped, text = units[:n], units[n:]
         else:
+            mapped, mapped_norm = unit_rows(self.V @ (self.W0 + P[:dim]))
             text = self.text
         cos = text @ mapped.T  # classes by shots
         scores = cos * self.logit_scale
@@ -112,15 +124,23 @@ class CMMRefinementLoss:
         d_cos *= self.logit_scale
         if self.triplet_weight:
             negatives = (cos + self.own_class_penalty).argmax(axis=0)
-            hinge = self.margin - cos[y, columns] + cos[negatives, columns]
+            negatives_flat = negatives * n + self.columns
+            cos_flat, d_cos_flat = cos.reshape(-1), d_cos.reshape(-1)
+            hinge = self.margin - cos_flat.take(self.own_flat) + cos_flat.take(negatives_flat)
             step = (hinge > 0) * self.triplet_step
             total = total + hinge @ step  # triplet_weight * mean(max(hinge, 0))
-            d_cos[y, columns] -= step
-            d_cos[negatives, columns] += step
+            d_cos_flat[self.own_flat] -= step
+            d_cos_flat[negatives_flat] += step
         d_P = P * self.alpha  # the penalty's gradient, and an array of P's shape
-        d_P[:dim] += self.V.T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
         if self.train_text:
-            d_P[dim:] += unit_rows_grad(text, text_norm, d_cos @ mapped)
+            d_rows = self.d_rows
+            self.xp.matmul(d_cos.T, text, out=d_rows[:n])
+            self.xp.matmul(d_cos, mapped, out=d_rows[n:])
+            d_rows = unit_rows_grad(units, norms, d_rows)
+            d_P[:dim] += self.V.T @ d_rows[:n]
+            d_P[dim:] += d_rows[n:]
+        else:
+            d_P[:dim] += self.V.T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
         if self.alpha:
             flat = P.reshape(-1)
             total = total + (self.alpha / 2) * (flat @ flat)
