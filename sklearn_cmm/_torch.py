@@ -62,7 +62,7 @@ class ArrayBackend:
     arrays of a few thousand entries, and their fixed cost decides its time: about a
     microsecond a numpy operation on a CPU core, two to five for torch's dispatch. A
     SeMoBridge-T step (loss, gradient and AdamW) at 10 classes x 16 shots x 64-d takes
-    about 230 microseconds on numpy arrays against 330 on torch's (one core); at the
+    about 195 microseconds on numpy arrays against 305 on torch's (one core); at the
     largest sizes both spend their time in the same BLAS products. On a GPU torch's
     kernels do the work.
 
