@@ -171,6 +171,19 @@ def test_lbfgs_returns_the_searchs_step_not_its_last_evaluation(backend):
     assert value_and_grad()[0] == min(losses)
 
 
+def test_lbfgs_stops_at_a_slope_of_exactly_minus_tol():
+    """The first direction is -g, its slope -|g|^2: at x = 1 the gradient 0.5 gives -0.25,
+    exactly -tol, so the direction counts as flat (no line search), while the gradient's
+    largest entry (0.5) is above tol."""
+    x = np.array([1.0])
+    losses, n_iter = lbfgs(x, lambda: (0.25 * float(x @ x), 0.5 * x), max_iter=10,
+                           max_eval=20, tol=0.25)
+    assert (losses, n_iter) == ([0.25], 1) and x[0] == 1.0
+    losses, n_iter = lbfgs(x, lambda: (0.25 * float(x @ x), 0.5 * x), max_iter=10,
+                           max_eval=20, tol=np.nextafter(0.25, 0))
+    assert len(losses) > 1 and x[0] < 1.0  # just below: a step is taken
+
+
 @pytest.mark.parametrize("start, loss",
                          [(np.zeros(3), 0.0), (np.array([1.0, np.inf, 0.0]), np.inf)])
 def test_lbfgs_evaluates_a_minimum_or_a_start_that_is_not_finite_once(start, loss):

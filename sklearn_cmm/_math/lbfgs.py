@@ -65,8 +65,8 @@ class InverseHessian:
 
     def direction(self, g):
         """``-H g``."""
-        if not self.order:
-            return g * -self.gamma
+        if not self.order:  # no pair yet (gamma is still 1): steepest descent
+            return -g
         order, SY = self.order, self.SY
         # rows are filled in order until the history is full: the first len(order) hold
         # every pair, and the products skip the empty rest
