@@ -239,11 +239,12 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     inverse_hessian = InverseHessian(x, history)
     start = x * 1  # a copy of either kind
 
-    evaluated = [None]  # the step that x holds, set by phi
+    evaluated_t = None  # the step that x holds, set by phi
 
     def phi(t):
+        nonlocal evaluated_t
         x[:] = start + t * d
-        evaluated[0] = t
+        evaluated_t = t
         value, gradient = value_and_grad()
         losses.append(float(value))
         return losses[-1], float(gradient @ d), gradient
@@ -262,7 +263,7 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         t, f_new, g_new, _ = strong_wolfe_search(
             phi, f, slope, g, t, tol / largest,
             min(MAX_LINE_SEARCH_EVALUATIONS, max_eval - len(losses)))
-        if t != evaluated[0]:  # the search chose an earlier step than its last
+        if t != evaluated_t:  # the search chose an earlier step than its last
             x[:] = start + t * d
         inverse_hessian.add(t, d, g_new - g)
         change = abs(f_new - f)
