@@ -13,7 +13,9 @@ def _unit(A):
     return A / np.linalg.norm(A, axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("n_samples, dim", [(5, 12), (40, 6)])
+# fewer samples than dimensions solve the n_samples x n_samples system, the rest the
+# dim x dim one: both sides of the switch and the boundary (5, 6, 7 samples in 6-d)
+@pytest.mark.parametrize("n_samples, dim", [(5, 12), (40, 6), (5, 6), (6, 6), (7, 6)])
 @pytest.mark.parametrize("ridge", [1e-3, 1.0, 30.0])
 def test_ridge_map_matches_augmented_lstsq(n_samples, dim, ridge):
     rng = np.random.RandomState(0)
