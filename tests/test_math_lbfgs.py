@@ -10,6 +10,7 @@ from sklearn_cmm._math.lbfgs import (
     CURVATURE,
     SUFFICIENT_DECREASE,
     InverseHessian,
+    _largest_entry,
     cubic_minimum,
     lbfgs,
     strong_wolfe_search,
@@ -191,3 +192,18 @@ def test_lbfgs_evaluates_a_minimum_or_a_start_that_is_not_finite_once(start, los
     losses, n_iter = lbfgs(x, lambda: (float(x @ x), 2 * x), max_iter=10, max_eval=20,
                            tol=1e-8)
     assert losses == [loss] and n_iter == 0 and np.array_equal(x, start)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("values, expected", [
+    ([-3.0, 2.0, 1.0], 3.0), ([0.5, -0.25, 4.0], 4.0), ([-1.0, -2.0], 2.0),
+    ([1.0, math.inf], math.inf), ([-math.inf, 1.0], math.inf)])
+def test_largest_entry_is_the_largest_absolute_value(backend, values, expected):
+    arrays = BACKENDS[backend](np.float32)
+    assert _largest_entry(arrays.asarray(values)) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_largest_entry_of_an_array_with_nan_is_nan(backend):
+    arrays = BACKENDS[backend](np.float32)
+    assert math.isnan(_largest_entry(arrays.asarray([1.0, math.nan, -2.0])))

@@ -67,8 +67,12 @@ class CMMRefinementLoss:
         self.logit_scale, self.triplet_weight = float(logit_scale), float(triplet_weight)
         self.margin, self.alpha = float(margin), float(alpha)
         self.xp, asarray = backend.xp, backend.asarray
-        self.V, self.W0, self.T0, self.column_weights = (
-            asarray(a) for a in (V, W0, T0, np.full(n, 1 / n)))
+        # V W = V W0 + V Delta: the first is fixed, and the sum of the two products costs
+        # an (n_samples, dim) addition where W0 + Delta cost a (dim, dim) one (a fifth of
+        # an evaluation at 10 x 1 x 512)
+        self.V, self.T0, self.column_weights = (
+            asarray(a) for a in (V, T0, np.full(n, 1 / n)))
+        self.V_W0 = self.V @ asarray(W0)
         onehot_T = asarray(onehot_T)
         # the column-wise cross-entropy's targets: each shot a column of weight 1 / n
         self.weighted_targets = onehot_T / n
@@ -83,6 +87,10 @@ class CMMRefinementLoss:
         # cost of two-dimensional indexing at few-shot sizes
         self.n, self.columns = n, backend.asindices(np.arange(n))
         self.own_flat = backend.asindices(np.asarray(y) * n + np.arange(n))
+        # the map's gradient V^T d_mapped, before it joins the penalty's in a fresh array
+        # (the caller keeps each gradient): fresh arrays of the parameters' size cost
+        # more than their arithmetic at 512-d (the OS maps and zeroes their pages)
+        self.d_map = asarray(np.zeros((dim, dim)))
         if train_text:
             # the mapped shots above the prototypes: one normalisation for both, and one
             # for their gradients
@@ -107,12 +115,15 @@ class CMMRefinementLoss:
         dim, n = self.dim, self.n
         if self.train_text:
             rows = self.rows
-            self.xp.matmul(self.V, self.W0 + P[:dim], out=rows[:n])
+            self.xp.matmul(self.V, P[:dim], out=rows[:n])
+            rows[:n] += self.V_W0
             self.xp.add(self.T0, P[dim:], out=rows[n:])
             units, norms = unit_rows(rows)
             mapped, text = units[:n], units[n:]
         else:
-            mapped, mapped_norm = unit_rows(self.V @ (self.W0 + P[:dim]))
+            mapped_raw = self.V @ P[:dim]
+            mapped_raw += self.V_W0
+            mapped, mapped_norm = unit_rows(mapped_raw)
             text = self.text
         cos = text @ mapped.T  # classes by shots
         scores = cos * self.logit_scale
@@ -137,10 +148,12 @@ class CMMRefinementLoss:
             self.xp.matmul(d_cos.T, text, out=d_rows[:n])
             self.xp.matmul(d_cos, mapped, out=d_rows[n:])
             d_rows = unit_rows_grad(units, norms, d_rows)
-            d_P[:dim] += self.V.T @ d_rows[:n]
+            d_mapped = d_rows[:n]
             d_P[dim:] += d_rows[n:]
         else:
-            d_P[:dim] += self.V.T @ unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
+            d_mapped = unit_rows_grad(mapped, mapped_norm, d_cos.T @ text)
+        self.xp.matmul(self.V.T, d_mapped, out=self.d_map)
+        d_P[:dim] += self.d_map
         if self.alpha:
             flat = P.reshape(-1)
             total = total + (self.alpha / 2) * (flat @ flat)

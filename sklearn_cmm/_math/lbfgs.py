@@ -77,19 +77,29 @@ class InverseHessian:
             for i in order:
                 if i != new:
                     SY[i][new] = Sg[i] - self._Sg[i]
-        rho = {i: 1.0 / SY[i][i] for i in order}
+        # plain loops: half the time of sum() over generators at history 10
         a = [0.0] * len(order)
         for k in range(len(order) - 1, -1, -1):  # newest first
             i = order[k]
-            a[i] = rho[i] * (Sg[i] - sum(a[j] * SY[i][j] for j in order[k + 1:]))
-        # -r_0 = -gamma q, so that the direction needs no negation of its own
-        minus_r = (g - self._like(a, g) @ Y) * -self.gamma
-        Yr = [-value for value in _host(Y @ minus_r)]
+            row, s_q = SY[i], Sg[i]
+            for j in order[k + 1:]:
+                s_q -= a[j] * row[j]
+            a[i] = s_q / row[i]  # rho_i = 1 / (s_i . y_i)
+        # -r_0 = -gamma q = gamma (Y^T a - g), so that the direction needs no negation of
+        # its own; in place: one fresh array of the parameters' size, the direction
+        minus_r = self._like(a, g) @ Y
+        minus_r -= g
+        minus_r *= self.gamma
+        Yr = _host(Y @ minus_r)  # -(Y r_0)
         c = [0.0] * len(order)
         for k, i in enumerate(order):  # oldest first
-            c[i] = a[i] - rho[i] * (Yr[i] + sum(c[j] * SY[j][i] for j in order[:k]))
+            y_r = -Yr[i]
+            for j in order[:k]:
+                y_r += c[j] * SY[j][i]
+            c[i] = a[i] - y_r / SY[i][i]
         self._Sg = Sg
-        return minus_r - self._like(c, g) @ S
+        minus_r -= self._like(c, g) @ S
+        return minus_r
 
     def add(self, t, d, y):
         """Keep the pair ``s = t d``, ``y`` of a step ``t`` along the last
@@ -201,6 +211,19 @@ def _zoom(phi, f0, slope0, low, high, tol, max_evaluations, evaluations):
     return (*low[:2], low[3], evaluations)
 
 
+def _largest_entry(a):
+    """``max(abs(a))`` as a float without an ``abs(a)`` array (NaN if ``a`` has one)."""
+    return max(float(a.max()), -float(a.min()))
+
+
+def _step_into(out, start, t, d):
+    """``out = start + t d`` in place: no temporaries of the parameters' size (a sixth
+    faster at 267,000 parameters)."""
+    out[:] = d
+    out *= t
+    out += start
+
+
 def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     """Minimise ``value_and_grad``'s loss over ``x`` with L-BFGS, in place.
 
@@ -232,18 +255,20 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     f, g = value_and_grad()
     f = float(f)
     losses = [f]
-    largest_gradient = float(abs(g).max())
+    largest_gradient = _largest_entry(g)
     # a start that is not finite is left as it is: the caller sees it in the losses
     if max_iter == 0 or largest_gradient <= tol or not math.isfinite(f + largest_gradient):
         return losses, 0
     inverse_hessian = InverseHessian(x, history)
-    start = x * 1  # a copy of either kind
+    # x's start and gradient change, reused: fresh arrays of the parameters' size cost
+    # more than their arithmetic at 512-d (the OS maps and zeroes their pages)
+    start, gradient_change = x * 1, x * 0  # of either kind
 
     evaluated_t = None  # the step that x holds, set by phi
 
     def phi(t):
         nonlocal evaluated_t
-        x[:] = start + t * d
+        _step_into(x, start, t, d)
         evaluated_t = t
         value, gradient = value_and_grad()
         losses.append(float(value))
@@ -259,15 +284,17 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         # the first step is at most 1 in the gradient's L1 norm (its scale is unknown)
         t = min(1.0, 1.0 / float(abs(g).sum())) if n_iter == 1 else 1.0
         start[:] = x
-        largest = float(abs(d).max())
+        largest = _largest_entry(d)
         t, f_new, g_new, _ = strong_wolfe_search(
             phi, f, slope, g, t, tol / largest,
             min(MAX_LINE_SEARCH_EVALUATIONS, max_eval - len(losses)))
         if t != evaluated_t:  # the search chose an earlier step than its last
-            x[:] = start + t * d
-        inverse_hessian.add(t, d, g_new - g)
+            _step_into(x, start, t, d)
+        gradient_change[:] = g_new
+        gradient_change -= g
+        inverse_hessian.add(t, d, gradient_change)
         change = abs(f_new - f)
         f, g = f_new, g_new
-        if float(abs(g).max()) <= tol or t * largest <= tol or change < tol:
+        if _largest_entry(g) <= tol or t * largest <= tol or change < tol:
             break
     return losses, n_iter
