@@ -27,9 +27,15 @@ Usage::
     python benchmarks/bench_scale.py                 # CPU, ~6 min on 2 cores
     python benchmarks/bench_scale.py --quick         # small sizes, ~1 min
     python benchmarks/bench_scale.py --device cuda   # GPU section of the same JSON
+    python benchmarks/bench_scale.py --device cuda --matmul-precision high   # TF32
 
 Results go to ``benchmarks/results/bench_scale.json`` (``--out``), one section per
-device kind: a GPU run adds its section and keeps the CPU one.
+device kind: a GPU run adds its section and keeps the CPU one. ``--matmul-precision``
+sets :func:`torch.set_float32_matmul_precision` for the run (the package never changes
+it: a user's process decides), and a run at another precision than ``"highest"`` (torch's
+default) writes its own section (``cuda_high``): on a GPU ``"high"`` lets float32
+products use TF32 tensor cores, whose accuracy the section's ``accuracy`` columns show
+beside the ``cuda`` section's.
 """
 
 import argparse
@@ -285,9 +291,14 @@ def main(argv=None):
                         help="BLAS and torch threads (default: all cores)")
     parser.add_argument("--sbt-steps", type=int, default=None,
                         help="SeMoBridge-T steps timed on a CPU (default 10; 3 with --quick)")
+    parser.add_argument("--matmul-precision", default="highest",
+                        choices=("highest", "high", "medium"),
+                        help="torch.set_float32_matmul_precision for the run")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     from sklearn_cmm._torch import resolve_device
+
+    torch.set_float32_matmul_precision(args.matmul_precision)
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -323,10 +334,13 @@ def main(argv=None):
 
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
     section = "quick_" + kind if args.quick else kind
+    if args.matmul_precision != "highest":
+        section += "_" + args.matmul_precision
     record[section] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": name, "threads": args.threads, "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "numpy": np.__version__, "matmul_gflops": rates,
+        "float32_matmul_precision": args.matmul_precision,
         "sizes": {"n_classes": n_classes, "shots": n_shots, "n_queries": n_queries,
                   "dims": list(dims), "scaling": sizes},
         "main": rows, "scaling": scaling, "elapsed_s": elapsed,
