@@ -391,8 +391,10 @@ def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter, single_refi
     for name in ("mapping_", "prototypes_", "loss_curve_"):
         np.testing.assert_allclose(getattr(on_torch, name), getattr(on_numpy, name),
                                    rtol=1e-5, atol=1e-5)
+    # the logits are 100 x the cosines (logit_scale): a probability moves by up to 25 x a
+    # cosine's difference, which the map's 1e-5 above allows to be 1e-5
     np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
-                               atol=1e-5)
+                               atol=1e-4)
 
 
 def test_text_dimension_mismatch():

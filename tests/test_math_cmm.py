@@ -114,18 +114,24 @@ TERMS = {
 }
 
 
+#: (n_samples, dim): the loss maps the shots as V W0 + V Delta with fewer shots than
+#: dimensions and as V (W0 + Delta) otherwise; both sides and the boundary.
+SHAPES = [(15, 5), (4, 5), (5, 5)]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("terms", TERMS)
 @pytest.mark.parametrize("train_text", [True, False])
-def test_refinement_loss_matches_loop(backend, terms, train_text):
-    rng, V, y, W0, T0 = _problem()
+@pytest.mark.parametrize("n, dim", SHAPES)
+def test_refinement_loss_matches_loop(backend, terms, train_text, n, dim):
+    rng, V, y, W0, T0 = _problem(n=n, dim=dim)
     options = dict(logit_scale=7.0, margin=0.2, **TERMS[terms])
-    residuals = 0.2 * rng.randn(5 + 3 * train_text, 5)
+    residuals = 0.2 * rng.randn(dim + 3 * train_text, dim)
     total, _ = _hand_written(BACKENDS[backend](np.float64), V, y, W0, T0, residuals,
                             train_text=train_text, **options)
     alpha = options.pop("alpha")
-    W = W0 + residuals[:5]
-    T = T0 + residuals[5:] if train_text else T0
+    W = W0 + residuals[:dim]
+    T = T0 + residuals[dim:] if train_text else T0
     expected = (_refinement_reference(V, y, W, T, T0, **options)
                 + alpha / 2 * np.sum(residuals**2))
     assert total == pytest.approx(expected, rel=1e-12)
@@ -152,10 +158,12 @@ def _autograd_reference(V, y, W0, T0, residuals, *, train_text, logit_scale, zer
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("terms", TERMS)
 @pytest.mark.parametrize("train_text", [True, False])
-def test_hand_written_gradient_equals_autograds(backend, dtype, rtol, terms, train_text):
-    rng, V, y, W0, T0 = _problem()
+@pytest.mark.parametrize("n, dim", SHAPES)
+def test_hand_written_gradient_equals_autograds(backend, dtype, rtol, terms, train_text, n,
+                                                dim):
+    rng, V, y, W0, T0 = _problem(n=n, dim=dim)
     options = dict(logit_scale=7.0, margin=0.2, train_text=train_text, **TERMS[terms])
-    residuals = 0.2 * rng.randn(5 + 3 * train_text, 5)
+    residuals = 0.2 * rng.randn(dim + 3 * train_text, dim)
     _, grad = _hand_written(BACKENDS[backend](dtype), V, y, W0, T0, residuals, **options)
     expected = _autograd_reference(V, y, W0, T0, residuals, **options)
     assert np.abs(expected).max() > 0.01  # the premise: something to compare
@@ -164,13 +172,16 @@ def test_hand_written_gradient_equals_autograds(backend, dtype, rtol, terms, tra
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("train_text", [True, False])
-def test_refinement_loss_keeps_nothing_from_one_call_to_the_next(backend, train_text):
+@pytest.mark.parametrize("n, dim", SHAPES)
+def test_refinement_loss_keeps_nothing_from_one_call_to_the_next(backend, train_text, n,
+                                                                  dim):
     """The loss reuses its work arrays: a call after one at other residuals gives what a
     fresh loss gives, and the returned gradient is not overwritten by the next call."""
-    rng, V, y, W0, T0 = _problem()
+    rng, V, y, W0, T0 = _problem(n=n, dim=dim)
     arrays = BACKENDS[backend](np.float64)
     options = dict(train_text=train_text, logit_scale=7.0, margin=0.2, **TERMS["all"])
-    first, second = (arrays.asarray(0.2 * rng.randn(5 + 3 * train_text, 5)) for _ in range(2))
+    first, second = (arrays.asarray(0.2 * rng.randn(dim + 3 * train_text, dim))
+                     for _ in range(2))
     reused = CMMRefinementLoss(V, y, W0, T0, backend=arrays, **options)
     first_total, first_grad = reused.value_and_grad(first)
     kept = np.array(first_grad, copy=True)
