@@ -16,7 +16,7 @@ NORM_EPS = 1e-12
 def row_dots(a, b):
     """The dot product of each row of ``a`` with the same row of ``b``."""
     if isinstance(a, np.ndarray):
-        return np.linalg.vecdot(a, b)
+        return np.vecdot(a, b)  # the ufunc itself: np.linalg.vecdot adds 0.3 us a call
     return torch.linalg.vecdot(a, b)
 
 
