@@ -18,8 +18,8 @@ def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge):
     ``(V^T V + ridge I)^-1 (V^T P_y + ridge I)``, or equally (the push-through identity)
     ``I + V^T (V V^T + ridge I)^-1 (P_y - V)``: a symmetric positive definite system of
     ``dim`` or of ``n_samples`` unknowns per column, solved by Cholesky. The smaller one
-    is solved: with fewer shots than dimensions (10 x 1 shot, 512-d: 0.3 ms instead of
-    17 ms on one core) the second. Directions that ``V`` does not span are left unchanged
+    is solved: with fewer shots than dimensions (10 x 1 shot, 512-d: 0.36 ms instead of
+    21 ms on one core) the second. Directions that ``V`` does not span are left unchanged
     (``W`` acts as the identity there), so the map is well defined with fewer samples than
     dimensions.
 

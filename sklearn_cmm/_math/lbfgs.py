@@ -86,7 +86,8 @@ class InverseHessian:
                 s_q -= a[j] * row[j]
             a[i] = s_q / row[i]  # rho_i = 1 / (s_i . y_i)
         # -r_0 = -gamma q = gamma (Y^T a - g), so that the direction needs no negation of
-        # its own; in place: one fresh array of the parameters' size, the direction
+        # its own; in place, so that of the parameters' size only the direction and the
+        # product c S below are new arrays
         minus_r = self._like(a, g) @ Y
         minus_r -= g
         minus_r *= self.gamma
