@@ -105,7 +105,8 @@ class InverseHessian:
     def add(self, t, d, y):
         """Keep the pair ``s = t d``, ``y`` of a step ``t`` along the last
         :meth:`direction` ``d``, dropping the oldest when full; skipped (False) when its
-        curvature ``y . s`` is too small to keep ``H`` positive definite."""
+        curvature ``y . s`` is too small to keep ``H`` positive definite. Both are copied
+        into the history: :func:`lbfgs` reuses its ``y`` array for the next pair."""
         ys = t * float(y @ d)
         if ys <= 1e-10:
             return False
