@@ -274,7 +274,8 @@ def minimize_full_batch(
     return losses
 
 
-def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc="training"):
+def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbose=False,
+                   desc="training"):
     """Minimise a loss over ``param`` with full-batch L-BFGS (strong Wolfe line search).
 
     :func:`sklearn_cmm._math.lbfgs.lbfgs` (history 10), on numpy arrays or tensors. Stops
@@ -292,6 +293,9 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc=
         Most iterations.
     tol : float
         The tolerances above.
+    entries : callable or None, default=None
+        What the tolerances measure, as :func:`~sklearn_cmm._math.lbfgs.lbfgs`'s (it is
+        given flat arrays).
     verbose : bool, default=False
         Show a tqdm progress bar.
     desc : str
@@ -316,7 +320,7 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, verbose=False, desc=
 
     with training_arrays(param):
         losses, n_iter = lbfgs(param.reshape(-1), flat_value_and_grad, max_iter=max_iter,
-                               max_eval=bar.total, tol=tol)
+                               max_eval=bar.total, tol=tol, entries=entries)
     bar.close()
     losses = np.array(losses)
     check_converging(losses, [param], desc)

@@ -373,16 +373,14 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             V, y_encoded, W0, self.zero_shot_prototypes_, backend=backend,
             train_text=self.train_text, logit_scale=self.logit_scale,
             zero_shot_weight=self.zero_shot_weight, triplet_weight=self.triplet_weight,
-            margin=self.margin, alpha=self.alpha,
+            margin=self.margin, alpha=self.alpha, in_span=self.solver == "lbfgs",
         )
-        dim = V.shape[1]
-        residuals = backend.asarray(  # [Delta; Delta_T], from 0
-            np.zeros((dim + len(self.classes_) * self.train_text, dim)))
+        residuals = backend.asarray(np.zeros(objective.shape))  # from 0
         value_and_grad = partial(objective.value_and_grad, residuals)
         if self.solver == "lbfgs":
             self.loss_curve_, self.n_iter_ = minimize_lbfgs(
                 residuals, value_and_grad, max_iter=max_iter, tol=self.tol,
-                verbose=self.verbose, desc=type(self).__name__,
+                entries=objective.entries, verbose=self.verbose, desc=type(self).__name__,
             )
         else:
             self.loss_curve_ = minimize_full_batch(
@@ -396,7 +394,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             )
             self.n_iter_ = max_iter
         # The float64 start plus the float32 residual: max_iter=0 and tiny steps stay exact.
-        residuals = to_numpy(residuals)
+        residuals = objective.residuals(to_numpy(residuals))  # [Delta; Delta_T]
+        dim = V.shape[1]
         self.mapping_ = W0 + residuals[:dim]
         if self.train_text:
             self.prototypes_ = l2_normalize(self.zero_shot_prototypes_ + residuals[dim:])

@@ -8,7 +8,8 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, modality_gap
+from sklearn_cmm import CrossModalMappingClassifier, ZeroShotClassifier, _torch, modality_gap
+from sklearn_cmm._math import cmm_loss
 from sklearn_cmm._math.cmm import cmm_logits, ridge_map_to_prototypes
 from sklearn_cmm._math.calibration import fit_temperature
 from sklearn_cmm._math.search import spread_subset
@@ -395,6 +396,49 @@ def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter, single_refi
     # cosine's difference, which the map's 1e-5 above allows to be 1e-5
     np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
                                atol=1e-4)
+
+
+def test_lbfgs_refinement_of_few_shots_trains_in_their_span(monkeypatch):
+    """12 shots in 30-d (the most per dimension, ``SPAN_MAX_SHARE``): L-BFGS trains
+    n x dim coordinates of the map's residual, not dim x dim, and ends at the fit of the
+    full residual (a short run: float32 rounding grows over L-BFGS's iterations)."""
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=30, n_train=3)
+    params = dict(text_features=T, max_iter=5, tol=0.0, train_text=True, image_weight=0.0,
+                  calibration=None)
+    shapes, minimize_lbfgs = [], _torch.minimize_lbfgs
+
+    def spy(param, *args, **kwargs):
+        shapes.append(tuple(param.shape))
+        return minimize_lbfgs(param, *args, **kwargs)
+
+    monkeypatch.setattr(_torch, "minimize_lbfgs", spy)
+    in_span = CrossModalMappingClassifier(**params).fit(X, y)
+    monkeypatch.setattr(cmm_loss, "SPAN_MAX_SHARE", 0.0)
+    full = CrossModalMappingClassifier(**params).fit(X, y)
+    assert shapes == [(12 + 4, 30), (30 + 4, 30)]
+    assert in_span.n_iter_ == full.n_iter_ > 1
+    assert not np.allclose(full.mapping_, CrossModalMappingClassifier(
+        **{**params, "max_iter": 0}).fit(X, y).mapping_, atol=1e-3)  # the premise: it moved
+    for name in ("mapping_", "prototypes_", "loss_curve_"):
+        np.testing.assert_allclose(getattr(in_span, name), getattr(full, name), rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_allclose(in_span.predict_proba(X_test), full.predict_proba(X_test),
+                               atol=1e-6)
+
+
+def test_adamw_refinement_of_few_shots_trains_the_full_residual(monkeypatch):
+    """AdamW's elementwise steps leave the span of the shots: its residual is dim x dim."""
+    X, y, _, _, T = gap_problem(n_classes=4, dim=30, n_train=3)
+    shapes, minimize_full_batch = [], _torch.minimize_full_batch
+
+    def spy(param, *args, **kwargs):
+        shapes.append(tuple(param.shape))
+        return minimize_full_batch(param, *args, **kwargs)
+
+    monkeypatch.setattr(_torch, "minimize_full_batch", spy)
+    CrossModalMappingClassifier(text_features=T, solver="adamw", max_iter=2, train_text=True,
+                                image_weight=0.0, calibration=None).fit(X, y)
+    assert shapes == [(30 + 4, 30)]
 
 
 def test_text_dimension_mismatch():

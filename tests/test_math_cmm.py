@@ -1,10 +1,13 @@
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sklearn_cmm._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
-from sklearn_cmm._math.cmm_loss import CMMRefinementLoss
+from sklearn_cmm._math.cmm_loss import SPAN_MAX_SHARE, CMMRefinementLoss
+from sklearn_cmm._torch import minimize_lbfgs, to_numpy
 
 from ._backends import BACKENDS
 
@@ -225,3 +228,65 @@ def test_refinement_loss_is_stable_for_large_logits(backend):
     assert np.isfinite(grad).all()
     assert total == pytest.approx(_refinement_reference(V, y, W0, T0, T0, **{
         k: v for k, v in options.items() if k != "train_text"}), rel=1e-5)
+
+
+@pytest.mark.parametrize("n, dim, in_span", [(4, 10, True), (5, 10, False), (2, 5, True),
+                                             (3, 5, False)])
+def test_the_map_is_trained_in_the_span_up_to_its_share_of_shots(n, dim, in_span):
+    """``SPAN_MAX_SHARE`` shots per dimension (exactly, here) and fewer: ``C`` of n rows;
+    more: ``Delta`` of dim rows. Never without ``in_span``."""
+    assert SPAN_MAX_SHARE == 0.4  # the premise of the cases
+    _, V, y, W0, T0 = _problem(n=n, dim=dim)
+    options = dict(train_text=True, logit_scale=7.0, margin=0.2, **TERMS["all"])
+    arrays = BACKENDS["numpy"](np.float64)
+    loss = CMMRefinementLoss(V, y, W0, T0, backend=arrays, in_span=True, **options)
+    assert loss.shape == ((n if in_span else dim) + len(T0), dim)
+    assert CMMRefinementLoss(V, y, W0, T0, backend=arrays, in_span=False,
+                             **options).shape == (dim + len(T0), dim)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("train_text", [True, False])
+@pytest.mark.parametrize("n, dim", [(4, 10), (3, 10), (1, 5)])
+def test_loss_in_the_span_is_the_full_loss_at_Q_C(backend, train_text, n, dim):
+    """At ``P = [C; Delta_T]``: the full loss at ``[Q C; Delta_T]``, whose gradient lies
+    in the span (``Q`` times ``C``'s); ``entries`` and ``residuals`` give
+    ``[Q C; Delta_T]``."""
+    rng, V, y, W0, T0 = _problem(n=n, dim=dim)
+    arrays = BACKENDS[backend](np.float64)
+    options = dict(train_text=train_text, logit_scale=7.0, margin=0.2, **TERMS["all"])
+    span = CMMRefinementLoss(V, y, W0, T0, backend=arrays, in_span=True, **options)
+    Q = span.basis
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n), atol=1e-12)  # orthonormal columns
+    np.testing.assert_allclose(Q @ (Q.T @ V.T), V.T, atol=1e-12)  # that span the shots
+    P = 0.2 * rng.randn(*span.shape)
+    full_residuals = np.vstack([Q @ P[:n], P[n:]])
+    total, grad = _hand_written(arrays, V, y, W0, T0, full_residuals, **options)
+    span_total, span_grad = span.value_and_grad(arrays.asarray(P))
+    assert float(span_total) == pytest.approx(total, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(span_grad)[:n], Q.T @ grad[:dim], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(span_grad)[n:], grad[dim:], atol=1e-12)
+    np.testing.assert_allclose(Q @ np.asarray(span_grad)[:n], grad[:dim], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(span.entries(arrays.asarray(P.reshape(-1)))),
+                               full_residuals, atol=1e-12)
+    np.testing.assert_allclose(span.residuals(P), full_residuals, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lbfgs_in_the_span_takes_the_full_losss_steps(backend):
+    """L-BFGS on ``C``, its tolerances measuring ``Q C``, evaluates the losses that it
+    evaluates on ``Delta`` and ends at the same map (float64)."""
+    _, V, y, W0, T0 = _problem(n=4, dim=10)
+    arrays = BACKENDS[backend](np.float64)
+    options = dict(train_text=True, logit_scale=7.0, margin=0.2, **TERMS["all"])
+    runs = []
+    for in_span in (False, True):
+        loss = CMMRefinementLoss(V, y, W0, T0, backend=arrays, in_span=in_span, **options)
+        P = arrays.asarray(np.zeros(loss.shape))
+        losses, n_iter = minimize_lbfgs(P, partial(loss.value_and_grad, P), max_iter=20,
+                                        tol=1e-6, entries=loss.entries)
+        runs.append((losses, n_iter, loss.residuals(to_numpy(P))))
+    (full_losses, full_iter, full_P), (losses, n_iter, P) = runs
+    assert n_iter == full_iter > 5 and len(losses) == len(full_losses)
+    np.testing.assert_allclose(losses, full_losses, rtol=1e-10)
+    np.testing.assert_allclose(P, full_P, atol=1e-9)

@@ -207,3 +207,54 @@ def test_largest_entry_is_the_largest_absolute_value(backend, values, expected):
 def test_largest_entry_of_an_array_with_nan_is_nan(backend):
     arrays = BACKENDS[backend](np.float32)
     assert math.isnan(_largest_entry(arrays.asarray([1.0, math.nan, -2.0])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [30.0, 1.0, 0.03])
+def test_lbfgs_on_rotated_coordinates_measured_by_entries_takes_the_same_steps(backend,
+                                                                              scale):
+    """Rosenbrock's function of ``u = Q z`` (``Q`` orthogonal), minimised over ``z`` with
+    ``entries(z) = Q z``: the losses and points of minimising over ``u`` itself, at every
+    tolerance of a range, so that the gradient's, the step's and the loss's tolerances
+    each end runs near their thresholds (their measures of ``z`` alone are not ``u``'s).
+    Scaling the input makes the gradients small (a wide valley) or the steps short."""
+    arrays = BACKENDS[backend](np.float64)
+    Q = np.linalg.qr(np.random.RandomState(0).randn(6, 6))[0]
+    start = scale * np.array([-1.2, 1.0, -0.5, 0.8, 0.3, -0.9])
+
+    def rosenbrock(u):
+        u = u / scale
+        value = np.sum(100 * (u[1:] - u[:-1] ** 2) ** 2 + (1 - u[:-1]) ** 2)
+        grad = np.zeros_like(u)
+        grad[:-1] += -400 * u[:-1] * (u[1:] - u[:-1] ** 2) - 2 * (1 - u[:-1])
+        grad[1:] += 200 * (u[1:] - u[:-1] ** 2)
+        return value, grad / scale
+
+    def entries(v):
+        return arrays.asarray(Q @ np.asarray(v, dtype=np.float64))
+
+    for tol in np.logspace(-9, 3, 49):
+        u, z = arrays.asarray(start), arrays.asarray(Q.T @ start)
+        u_losses, u_iter = lbfgs(u, lambda: tuple(map(arrays.asarray, rosenbrock(
+            np.asarray(u, dtype=np.float64)))), max_iter=20, max_eval=600, tol=tol)
+
+        def in_z():
+            value, grad = rosenbrock(Q @ np.asarray(z, dtype=np.float64))
+            return value, arrays.asarray(Q.T @ grad)
+
+        z_losses, z_iter = lbfgs(z, in_z, max_iter=20, max_eval=600, tol=tol,
+                                 entries=entries)
+        assert z_iter == u_iter, tol
+        np.testing.assert_allclose(z_losses, u_losses, rtol=1e-7, atol=1e-12)
+        np.testing.assert_allclose(Q @ np.asarray(z), np.asarray(u), atol=1e-7 * scale)
+
+
+def test_lbfgs_measures_the_starts_gradient_by_entries():
+    """The gradient (1, 0) is (0.71, 0.71) in coordinates rotated by 45 degrees: below a
+    tolerance of 0.8 there (no step), above it as it is."""
+    rotation = np.array([[1.0, -1.0], [1.0, 1.0]]) / math.sqrt(2)
+    for entries, n_iter in ((lambda v: rotation @ v, 0), (None, 1)):
+        x = np.array([1.0, 0.0])
+        losses, taken = lbfgs(x, lambda: (0.5 * float(x @ x), x.copy()), max_iter=1,
+                              max_eval=20, tol=0.8, entries=entries)
+        assert taken == n_iter and (x[0] == 1.0) == (n_iter == 0)

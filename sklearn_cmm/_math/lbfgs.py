@@ -218,6 +218,10 @@ def _largest_entry(a):
     return max(float(a.max()), -float(a.min()))
 
 
+def _as_it_is(v):
+    return v
+
+
 def _step_into(out, start, t, d):
     """``out = start + t d`` in place: no temporaries of the parameters' size (a sixth
     faster at 267,000 parameters)."""
@@ -226,7 +230,7 @@ def _step_into(out, start, t, d):
     out += start
 
 
-def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
+def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10, entries=None):
     """Minimise ``value_and_grad``'s loss over ``x`` with L-BFGS, in place.
 
     Parameters
@@ -246,6 +250,11 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         below ``-tol``.
     history : int, default=10
         Pairs kept for the inverse Hessian.
+    entries : callable or None, default=None
+        Takes a vector like ``x`` and returns the array whose entries the tolerances and
+        the first step measure, for an ``x`` that holds other coordinates of the
+        parameters (an isometry keeps L-BFGS's steps but not the largest entries); None:
+        ``x``'s own.
 
     Returns
     -------
@@ -254,13 +263,17 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
     n_iter : int
         Iterations taken.
     """
+    entries = entries or _as_it_is
     f, g = value_and_grad()
     f = float(f)
     losses = [f]
-    largest_gradient = _largest_entry(g)
+    g_entries = entries(g)
+    largest_gradient = _largest_entry(g_entries)
     # a start that is not finite is left as it is: the caller sees it in the losses
     if max_iter == 0 or largest_gradient <= tol or not math.isfinite(f + largest_gradient):
         return losses, 0
+    # the first step is at most 1 in the gradient's L1 norm (its scale is unknown)
+    first_t = min(1.0, 1.0 / float(abs(g_entries).sum()))
     inverse_hessian = InverseHessian(x, history)
     # x's start and gradient change, reused: fresh arrays of the parameters' size cost
     # more than their arithmetic at 512-d (the OS maps and zeroes their pages)
@@ -283,10 +296,9 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         slope = float(g @ d)
         if slope >= -tol:  # not a descent direction (rounding), or a flat one
             break
-        # the first step is at most 1 in the gradient's L1 norm (its scale is unknown)
-        t = min(1.0, 1.0 / float(abs(g).sum())) if n_iter == 1 else 1.0
+        t = first_t if n_iter == 1 else 1.0
         start[:] = x
-        largest = _largest_entry(d)
+        largest = _largest_entry(entries(d))
         t, f_new, g_new, _ = strong_wolfe_search(
             phi, f, slope, g, t, tol / largest,
             min(MAX_LINE_SEARCH_EVALUATIONS, max_eval - len(losses)))
@@ -297,6 +309,6 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10):
         inverse_hessian.add(t, d, gradient_change)
         change = abs(f_new - f)
         f, g = f_new, g_new
-        if _largest_entry(g) <= tol or t * largest <= tol or change < tol:
+        if _largest_entry(entries(g)) <= tol or t * largest <= tol or change < tol:
             break
     return losses, n_iter
