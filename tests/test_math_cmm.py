@@ -247,12 +247,16 @@ def test_the_map_is_trained_in_the_span_up_to_its_share_of_shots(n, dim, in_span
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("train_text", [True, False])
-@pytest.mark.parametrize("n, dim", [(4, 10), (3, 10), (1, 5)])
-def test_loss_in_the_span_is_the_full_loss_at_Q_C(backend, train_text, n, dim):
+@pytest.mark.parametrize("n, dim, repeated", [(4, 10, False), (3, 10, False), (1, 5, False),
+                                              (4, 10, True)])
+def test_loss_in_the_span_is_the_full_loss_at_Q_C(backend, train_text, n, dim, repeated):
     """At ``P = [C; Delta_T]``: the full loss at ``[Q C; Delta_T]``, whose gradient lies
     in the span (``Q`` times ``C``'s); ``entries`` and ``residuals`` give
-    ``[Q C; Delta_T]``."""
+    ``[Q C; Delta_T]``. Also where a shot repeats another (the shots span fewer
+    dimensions than there are shots)."""
     rng, V, y, W0, T0 = _problem(n=n, dim=dim)
+    if repeated:
+        V[1] = V[0]
     arrays = BACKENDS[backend](np.float64)
     options = dict(train_text=train_text, logit_scale=7.0, margin=0.2, **TERMS["all"])
     span = CMMRefinementLoss(V, y, W0, T0, backend=arrays, in_span=True, **options)
