@@ -375,12 +375,15 @@ def test_cuda_fit_matches_cpu_and_predicts_in_numpy():
 # L-BFGS's line search amplifies float32 rounding over many iterations (as a change of
 # thread count does), so its run is short and single: the default fit adds three
 # cross-fit refits on 8 shots each, whose searches branch on the rounding.
-@pytest.mark.parametrize("solver, max_iter, single_refit", [
-    ("lbfgs", 8, dict(image_weight=0.0, calibration=None)), ("adamw", 40, {})])
-def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter, single_refit):
+@pytest.mark.parametrize("solver, max_iter, single_refit, dim, n_train", [
+    ("lbfgs", 8, dict(image_weight=0.0, calibration=None), 12, 4),
+    ("lbfgs", 5, dict(image_weight=0.0, calibration=None), 30, 3),  # in the span of shots
+    ("adamw", 40, {}, 12, 4)])
+def test_numpy_training_equals_torchs(monkeypatch, solver, max_iter, single_refit, dim,
+                                      n_train):
     """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
     (here torch on the CPU)."""
-    X, y, X_test, _, T = gap_problem(n_classes=4, dim=12, n_train=4)
+    X, y, X_test, _, T = gap_problem(n_classes=4, dim=dim, n_train=n_train)
     params = dict(text_features=T, solver=solver, max_iter=max_iter, tol=0.0,
                   learning_rate=1e-2, train_text=True, **single_refit)
     on_numpy = CrossModalMappingClassifier(**params).fit(X, y)
