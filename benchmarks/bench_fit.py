@@ -72,7 +72,7 @@ from scipy.linalg.blas import saxpy, sdot
 from threadpoolctl import threadpool_limits
 
 from sklearn_cmm import CrossModalMappingClassifier, SeMoBridgeClassifier
-from sklearn_cmm._math.cmm_loss import SPAN_MAX_SHARE
+from sklearn_cmm._math.cmm_loss import few_enough_for_span
 from sklearn_cmm._threads import threads_for
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
@@ -208,7 +208,7 @@ def small(args):
                 text = dict(text_features=problem["text_features"], text_encoder=None,
                             random_state=0, device="cpu", calibration=None)
                 n_threads = threads_for(n * dim * max(dim, n_classes))
-                in_span = n <= SPAN_MAX_SHARE * dim  # CMM's L-BFGS path (CMMRefinementLoss)
+                in_span = few_enough_for_span(n, dim)  # CMM's L-BFGS path
                 map_rows = n if in_span else dim
                 steps = args.steps
                 if (n_classes, shots, dim) == TARGET_SIZE:

@@ -23,6 +23,11 @@ from .unit_rows import unit_rows, unit_rows_grad
 #: 10 x 32 x 512 (0.63) 1.1-1.2x slower.
 SPAN_MAX_SHARE = 0.4
 
+
+def few_enough_for_span(n_samples, dim):
+    """Whether ``in_span`` trains the map in the span of ``n_samples`` shots of ``dim``."""
+    return n_samples <= SPAN_MAX_SHARE * dim
+
 #: Added to each shot's own class before the hardest negative's argmax: cosines lie in
 #: [-1, 1], so the shot's class then ranks below every other.
 _OWN_CLASS_PENALTY = -3.0
@@ -100,7 +105,7 @@ class CMMRefinementLoss:
         # basis of V^T's columns (n x dim parameters C instead of dim x dim): V Delta =
         # (V Q) C and the gradient of C is Q^T that of Delta, products with the n x n
         # matrix V Q; ||Delta|| = ||C||.
-        self.basis = (np.linalg.qr(V.T)[0] if in_span and n <= SPAN_MAX_SHARE * dim
+        self.basis = (np.linalg.qr(V.T)[0] if in_span and few_enough_for_span(n, dim)
                       else None)
         map_inputs = V if self.basis is None else V @ self.basis
         self.map_rows = map_inputs.shape[1]
