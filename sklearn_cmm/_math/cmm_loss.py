@@ -107,10 +107,9 @@ class CMMRefinementLoss:
         # matrix V Q; ||Delta|| = ||C||.
         self.basis = (np.linalg.qr(V.T)[0] if in_span and few_enough_for_span(n, dim)
                       else None)
-        map_inputs = V if self.basis is None else V @ self.basis
-        self.map_rows = map_inputs.shape[1]
+        self.map_inputs = self.V if self.basis is None else asarray(V @ self.basis)
+        self.map_rows = self.map_inputs.shape[1]
         self.shape = (self.map_rows + len(T0) * train_text, dim)
-        self.map_inputs = asarray(map_inputs)
         # The mapped shots V (W0 + Delta): with fewer shots than dimensions as V W0 (fixed,
         # computed once) + V Delta, an (n_samples, dim) addition where W0 + Delta is a
         # (dim, dim) one (a tenth of an evaluation at 10 x 1 x 512); with more, the
@@ -171,8 +170,9 @@ class CMMRefinementLoss:
 
         Parameters
         ----------
-        P : array of shape (dim + n_classes, dim), or (dim, dim) without text training
-            ``Delta`` stacked on ``Delta_T``.
+        P : array of shape :attr:`shape`
+            ``Delta`` (in the span of the shots ``C``) stacked on ``Delta_T`` when the
+            text is trained.
 
         Returns
         -------
