@@ -24,6 +24,7 @@ from ._math.semobridge import (
     relative_cutoff,
     score_matrices,
     semobridge_logits,
+    text_preimage,
     validation_folds,
 )
 from ._device import check_device
@@ -341,7 +342,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     Pre-projection text (SeMoBridge-T's ``txte`` loss). When ``text_projection`` is None
     the encoder gives both the projection and the mean pre-projection feature of each
     class's prompts. When ``text_projection`` is given, the encoder is not asked and the
-    pre-projection features are ``T @ pinv(W)`` (exact pseudo-inverse): for a projection
+    pre-projection features are ``T @ pinv(W)`` (exact pseudo-inverse, as a least-squares
+    solve): for a projection
     of full row rank (CLIP's) this is the unique preimage of the prototype, equal in
     direction to the mean pre-projection feature up to the per-prompt normalisation of
     the ensembling; ``txte`` only uses its direction.
@@ -621,7 +623,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         if class_text is not None and class_text.pre_projection is not None:
             text_pre = class_text.pre_projection
         else:  # the preimage of each prototype under W (see Notes)
-            text_pre = T @ np.linalg.pinv(W)
+            text_pre = text_preimage(T, W)
         scale = self.image_logit_scale
         if scale == "auto":
             # The scale is 1 / the temperature that calibrates the zero-shot cosines.

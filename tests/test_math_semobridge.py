@@ -24,6 +24,7 @@ from sklearn_cmm._math.semobridge import (
     relative_cutoff,
     score_matrices,
     semobridge_logits,
+    text_preimage,
     validation_folds,
     warmup_learning_rate,
 )
@@ -85,6 +86,21 @@ def test_pinv_with_cutoff_matches_explicit_svd(problem):
         assert np.linalg.matrix_rank(got) == int(np.sum(s > cutoff))
     np.testing.assert_allclose(pinv_with_cutoff(W, 0.0), np.linalg.pinv(W), atol=1e-10)
     assert not pinv_with_cutoff(W, 10.0).any()
+
+
+@pytest.mark.parametrize("width, dim, repeated_row", [
+    (6, 6, False), (4, 7, False), (7, 4, False), (6, 6, True)])
+def test_text_preimage_is_T_times_the_pseudo_inverse(width, dim, repeated_row):
+    """Square, wide (CLIP's RN50: width below dim), tall, and of deficient rank (a row of
+    ``W`` repeated): the pseudo-inverse's preimage, also for text outside ``W``'s rows."""
+    rng = np.random.RandomState(3)
+    W = rng.randn(width, dim)
+    if repeated_row:
+        W[1] = W[0]
+    T = rng.randn(5, dim)
+    expected = T @ np.linalg.pinv(W)
+    np.testing.assert_allclose(text_preimage(T, W), expected, atol=1e-12)
+    assert text_preimage(T, W).shape == (5, width)
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
