@@ -343,10 +343,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     the encoder gives both the projection and the mean pre-projection feature of each
     class's prompts. When ``text_projection`` is given, the encoder is not asked and the
     pre-projection features are ``T @ pinv(W)`` (exact pseudo-inverse, as a least-squares
-    solve): for a projection
-    of full row rank (CLIP's) this is the unique preimage of the prototype, equal in
-    direction to the mean pre-projection feature up to the per-prompt normalisation of
-    the ensembling; ``txte`` only uses its direction.
+    solve): for a projection of full row rank (CLIP's) this is the unique preimage of the
+    prototype, equal in direction to the mean pre-projection feature up to the per-prompt
+    normalisation of the ensembling; ``txte`` only uses its direction.
 
     Binary problems: :meth:`decision_function` returns ``logit_1 - logit_0``, as
     scikit-learn asks; :meth:`predict_proba` is the softmax of the two scaled logits.
