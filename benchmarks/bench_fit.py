@@ -73,6 +73,7 @@ from threadpoolctl import threadpool_limits
 
 from sklearn_cmm import CrossModalMappingClassifier, SeMoBridgeClassifier
 from sklearn_cmm._math.cmm_loss import few_enough_for_span
+from sklearn_cmm._math.semobridge_loss import RESHAPE_MIN_CLASSES
 from sklearn_cmm._threads import threads_for
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
@@ -160,16 +161,20 @@ def _cmm_products(n, d, c, map_rows):
 
 
 def _sbt_products(n, d, c):
-    """One SeMoBridge-T step with class bias (width = dim): forward, then the gradient
+    """One SeMoBridge-T step with class bias (width = dim) on a problem with as many
+    shots in every class: forward, then the gradient
     (``sklearn_cmm._math.semobridge_loss.SeMoBridgeTLoss.value_and_grad``). The bridged
-    class means are taken as the class means of the tokens times the projection when the
+    class sums are taken as the class sums of the tokens times the projection when the
     width is below the number of shots, else from the bridged shots (no product in the
-    gradient then: a gather)."""
-    projected = d < n
-    means = [(c, d, d)] if projected else [(c, n, d)]
-    return [(n, d, d), (n, d, d), (c, n, d), *means, (c, d, 2 * n), (c, d, c), (c, d, c),
+    gradient then: a gather). Class sums are products with the one-hot matrix below
+    ``RESHAPE_MIN_CLASSES`` classes (the bias's gradient too: one product with
+    ``[f, onehot(y)]^T``), sums over reshaped shots from there."""
+    projected, one_hot = d < n, c < RESHAPE_MIN_CLASSES
+    class_sums = [(c, n, d)] if one_hot else []
+    means = [(c, d, d)] if projected else class_sums
+    return [(n, d, d), (n, d, d), *class_sums, *means, (c, d, 2 * n), (c, d, c), (c, d, c),
             (c, 2 * n, d), (c, c, d), (n, c, d), (c, c, d), *([(c, d, d)] if projected else []),
-            (n, d, d), (d + c, n, d)]
+            (n, d, d), (d + c if one_hot else d, n, d)]
 
 
 def _timed_fit(estimator, X, y, repeats):

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from sklearn_cmm._math.semobridge_loss import RESHAPE_MIN_CLASSES
 from sklearn_cmm.protocol.methods import make_classifier
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
@@ -91,8 +92,14 @@ def fit_flops(name, N, C, d, w, steps=0, n_iter=0):
     closed_sb = pinv + 2 * N * w * d + 2 * C * w * d + 2 * C * C * d
     if name == "semobridge":
         return closed_sb
-    if name == "semobridge-t":  # forward: bridge, 3 cosine losses, txte; x3 with backward
-        return closed_sb + steps * 3 * (4 * N * w * d + 4 * N * C * d + 2 * C * C * (d + w))
+    if name == "semobridge-t":  # SeMoBridgeTLoss.value_and_grad, class sums projected
+        # the shots' tokens, their projection with the class sums, and both transposed;
+        # img and consistency scores and their two products back; txtp and txte and back;
+        # the class sums and the bias's gradient as one-hot products below
+        # RESHAPE_MIN_CLASSES (balanced classes here), sums over reshaped shots above
+        step = (4 * N * w * d + 4 * (N + C) * w * d + 10 * N * C * d + 4 * C * C * (d + w)
+                + (4 * N * C * w if C < RESHAPE_MIN_CLASSES else 0))
+        return closed_sb + steps * step
     if name == "linear-probe":  # logits and gradient per L-BFGS iteration (a lower bound)
         return n_iter * 4 * N * C * d
     raise ValueError(name)

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn_cmm._math import semobridge_loss
 from sklearn_cmm._math.semobridge_loss import (
     MIN_LOG_PROBA,
+    RESHAPE_MIN_CLASSES,
     SeMoBridgeTLoss,
+    ShotClasses,
     log_softmax_and_residual,
 )
 from sklearn_cmm._math.semobridge import (
@@ -330,17 +333,18 @@ def reference_t_loss(f, y, W_pinv, W, bias, T, text_pre, n_classes, weights):
     return total, terms
 
 
-#: Rows of the problem's shots: all 11, or 5 (every class, one twice).
-SHOTS = {"all": slice(None), "few": [0, 2, 5, 7, 8]}
+#: Rows of the problem's shots: all 11, 5 (every class, one twice), or 8 (two a class:
+#: class sums without padding).
+SHOTS = {"all": slice(None), "few": [0, 2, 5, 7, 8], "balanced": [0, 1, 2, 3, 5, 6, 7, 8]}
 
 
 def hand_written_t_loss(backend, f, y, W_pinv, W, bias, T, text_pre, **options):
     """SeMoBridgeTLoss at (W_pinv, bias) as float64 numpy: the total, d W_pinv, d bias."""
     loss = SeMoBridgeTLoss(f, y, W, T, text_pre, backend=backend,
                            class_bias=bias is not None, **options)
-    # the class means of the bridged shots are projected means where the width (5) is
-    # below the number of shots (11), means of the projected shots otherwise (5)
-    assert loss.project_means == (len(f) > W.shape[0])
+    # the class sums of the bridged shots are projected sums where the width (5) is
+    # below the number of shots (11 or 8), sums of the projected shots otherwise (5)
+    assert loss.project_sums == (len(f) > W.shape[0])
     stacked = W_pinv if bias is None else np.vstack([W_pinv, bias])
     total, grad = loss.value_and_grad(backend.asarray(stacked))
     grad = np.asarray(grad, dtype=np.float64)
@@ -485,6 +489,59 @@ def test_loss_keeps_nothing_from_one_call_to_the_next(problem, backend, shots):
     assert float(second[0]) == float(fresh[0]) != float(first_total)
     np.testing.assert_array_equal(np.asarray(second[1]), np.asarray(fresh[1]))
     np.testing.assert_array_equal(np.asarray(first_grad), kept)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case, n_classes, by_reshape", [
+    ("equal", RESHAPE_MIN_CLASSES, True), ("equal", RESHAPE_MIN_CLASSES - 1, False),
+    ("unequal", RESHAPE_MIN_CLASSES, False), ("unsorted", RESHAPE_MIN_CLASSES, False)])
+def test_shot_classes_sum_rows_per_class(backend, case, n_classes, by_reshape):
+    """Sums over reshaped shots from RESHAPE_MIN_CLASSES classes of equal sizes in class
+    order, products below it or otherwise; the sums of both are the loops'."""
+    y = np.repeat(np.arange(n_classes), 3)
+    if case == "unequal":
+        y = np.append(y, n_classes - 1)
+    if case == "unsorted":
+        y = y[::-1].copy()
+    rows = np.random.default_rng(3).standard_normal((len(y), 4))
+    make = BACKENDS[backend](np.float64)
+    classes = ShotClasses(y, n_classes, make)
+    assert (classes.onehot_T is None) == by_reshape
+    expected = np.array([sum((rows[i] for i in range(len(y)) if y[i] == c), np.zeros(4))
+                         for c in range(n_classes)])
+    out = make.asarray(np.full((n_classes, 4), np.nan))
+    got = classes.sums(make.asarray(rows), out=out)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(got))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("width", [5, 9])  # below and above the number of shots, 8
+def test_loss_by_reshaped_class_sums_is_the_products(problem, backend, with_bias, width,
+                                                     monkeypatch):
+    """From RESHAPE_MIN_CLASSES classes of equal sizes the class sums, and the bias's
+    gradient, are sums over the reshaped shots: the same loss and gradient (float64) as
+    by the one-hot products, shots given in any order."""
+    rng, _, y, f, T, n_classes = problem
+    y, f = y[SHOTS["balanced"]][::-1], f[SHOTS["balanced"]][::-1]  # against class order
+    W = rng.randn(width, f.shape[1])
+    stacked = np.linalg.pinv(W) + 0.1 * rng.randn(f.shape[1], width)
+    if with_bias:
+        stacked = np.vstack([stacked, 0.3 * rng.randn(n_classes, width)])
+    make = BACKENDS[backend](np.float64)
+    text_pre = rng.randn(n_classes, width)
+    results = {}
+    for minimum in (n_classes, n_classes + 1):
+        monkeypatch.setattr(semobridge_loss, "RESHAPE_MIN_CLASSES", minimum)
+        loss = SeMoBridgeTLoss(f, y, W, T, text_pre, backend=make, class_bias=with_bias)
+        assert (loss.classes.onehot_T is None) == (minimum == n_classes)
+        assert loss.bias_grad_by_sums == (minimum == n_classes)
+        results[minimum] = loss.value_and_grad(make.asarray(stacked))
+    (by_sums, grad_by_sums), (by_products, grad_by_products) = results.values()
+    assert float(by_sums) == pytest.approx(float(by_products), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(grad_by_sums), np.asarray(grad_by_products),
+                               rtol=1e-10, atol=1e-13)
 
 
 def test_pinv_cutoff_is_strict_at_the_threshold():

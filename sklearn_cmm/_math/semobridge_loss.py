@@ -14,6 +14,7 @@ operators and functions that both spell alike, and :mod:`.unit_rows` for the res
 """
 
 import numpy as np
+import torch
 
 from .basic import l2_normalize
 from .unit_rows import take_rows, unit_rows, unit_rows_grad
@@ -23,6 +24,60 @@ from .unit_rows import take_rows, unit_rows, unit_rows_grad
 #: would be subnormal floats, which x86 CPUs compute about a hundred times slower, and
 #: which made whole steps 2.7x slower (100 classes x 1 shot x 512-d).
 MIN_LOG_PROBA = -80.0
+
+
+#: Fewest classes at which :class:`ShotClasses` sums over reshaped shots rather than
+#: multiplying by the one-hot matrix. numpy's sum over a middle axis costs more per entry
+#: than a product (one core, float32, timeit): at 10 classes x 16 shots x 64-d 5.8 against
+#: 3.4 microseconds, 20 x 16 x 64 10.1 against 8.8, while at 100 x 16 the sum takes 34
+#: against 218 (64-d) and 85 against 1753 (512-d). SeMoBridge-T's gradient then splits
+#: its product with ``[f, onehot(y)]^T`` in two, which at 10-20 classes x 64-d costs
+#: more than the one-hot rows.
+RESHAPE_MIN_CLASSES = 32
+
+
+class ShotClasses:
+    """Class sums of arrays with a row per shot, the shots in class order.
+
+    With as many shots in every class, a class sum is a sum over the middle axis of the
+    rows reshaped to ``(n_classes, shots per class, ...)``: a pass over the rows, where a
+    product with the one-hot matrix does ``n_classes`` times the work (at ImageNet scale,
+    1000 classes, two of SeMoBridge-T's largest products). Below ``RESHAPE_MIN_CLASSES``
+    classes, or with classes of unequal sizes, the sums are that product. (A scatter-add
+    would do any sizes in one pass, but is not deterministic on CUDA.)
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,), int
+        Class indices in ``0 .. n_classes - 1``, sorted.
+    n_classes : int
+        Number of classes.
+    backend : object
+        Where the arrays live, as :class:`sklearn_cmm._torch.ArrayBackend`.
+
+    Attributes
+    ----------
+    onehot_T : array of shape (n_classes, n_samples) or None
+        The one-hot matrix's transpose where the sums are products, else None.
+    """
+
+    def __init__(self, y, n_classes, backend):
+        y = np.asarray(y)
+        counts = np.bincount(y, minlength=n_classes)
+        by_reshape = (n_classes >= RESHAPE_MIN_CLASSES and counts.min() == counts.max()
+                      and np.all(y[1:] >= y[:-1]))
+        self.n_classes = n_classes
+        self.onehot_T = None if by_reshape else backend.asarray(np.eye(n_classes)[y].T)
+
+    def sums(self, rows, out=None):
+        """The class sums of ``rows`` (C-contiguous, a row per shot), into ``out``."""
+        xp = np if isinstance(rows, np.ndarray) else torch
+        if self.onehot_T is not None:
+            return xp.matmul(self.onehot_T, rows, out=out)
+        by_class = rows.reshape(self.n_classes, -1, *rows.shape[1:])
+        if xp is np:
+            return np.add.reduce(by_class, axis=1, out=out)
+        return torch.sum(by_class, 1, out=out)
 
 
 def log_softmax_and_residual(scores, targets, column_weights):
@@ -77,12 +132,13 @@ class SeMoBridgeTLoss:
 
     The trained parameters are one array ``P``: ``W_pinv`` stacked on the bias (``[W_pinv;
     B]``, shape ``(dim + n_classes, width)``), or ``W_pinv`` alone without class bias, so
-    that one AdamW update serves both and its gradient is one product,
-    ``[f, onehot(y)]^T d_tokens``. The bias of each shot is gathered (``B[y]``), and so
-    are the classes' rows where a class mean is transposed in the gradient: as products
-    with one-hot matrices they cost ``n_classes`` times more, 15% of a step's
-    multiply-adds at ImageNet scale. The class sums stay products: the scatter-adds that
-    would replace them are not deterministic on CUDA.
+    that one AdamW update serves both; its gradient is ``[f, onehot(y)]^T d_tokens``. The
+    bias of each shot is gathered (``B[y]``), and so are the classes' rows where a class
+    sum is transposed in the gradient. The class means of ``e`` and ``f_hat`` are taken as
+    class sums (they are normalised, so the counts drop out), by :class:`ShotClasses`;
+    the loss is a sum over shots, so it takes them in class order for it. Where those
+    sums are not products with the one-hot matrix, neither is the bias's gradient:
+    ``d_P`` is ``f^T d_tokens`` above the class sums of ``d_tokens``.
 
     Parameters
     ----------
@@ -114,13 +170,18 @@ class SeMoBridgeTLoss:
                  image_logit_scale=100.0):
         n, dim = f.shape
         n_classes = len(T)
+        order = np.argsort(y, kind="stable")
+        f, y = f[order], np.asarray(y)[order]
+        self.classes = ShotClasses(y, n_classes, backend)
+        # the one-hot rows of [f, onehot(y)]^T, the bias's gradient, where class sums
+        # are products
+        self.bias_grad_by_sums = self.classes.onehot_T is None
         onehot = np.eye(n_classes)[y]
-        counts = onehot.sum(axis=0)[:, None]
         self.n, self.dim, self.n_classes = n, dim, n_classes
         self.class_bias = class_bias
-        # F_hat's class means as (class means of e) @ W where the width is below the number
+        # F_hat's class sums as (class sums of e) @ W where the width is below the number
         # of shots: at ImageNet scale (16,000 shots, width 1024) a sixteenth of the work
-        self.project_means = W.shape[0] < n
+        self.project_sums = W.shape[0] < n
         self.bias_norm_weight = float(bias_norm_weight)
         # The scores, side by side as columns of one (n_classes, 2n + 2 n_classes) matrix:
         # [img: class c, shot i | consistency: c, i | txtp: text j, class c | txte: j, c];
@@ -135,22 +196,22 @@ class SeMoBridgeTLoss:
         # this shape 4x slower (20 against 5 microseconds at 10 x 64 x 320).
         shots_T = np.hstack([image_logit_scale * l2_normalize(f).T, np.zeros_like(f.T)])
         self.xp, asarray = backend.xp, backend.asarray
-        inputs_T = np.vstack([f.T, onehot.T]) if class_bias else f.T
-        (self.f, self.inputs_T, self.W, self.W_T, self.class_mean, self.inverse_counts,
-         self.T_unit, self.pre_unit, self.column_weights, self.weighted_targets,
-         self.shots_T) = (
+        inputs_T = (np.vstack([f.T, onehot.T]) if class_bias and not self.bias_grad_by_sums
+                    else f.T)
+        (self.f, self.inputs_T, self.W, self.W_T, self.T_unit, self.pre_unit,
+         self.column_weights, self.weighted_targets, self.shots_T) = (
             asarray(np.ascontiguousarray(a)) for a in (
-                f, inputs_T, W, W.T, onehot.T / counts, 1 / counts, l2_normalize(T),
-                l2_normalize(text_pre), weights, targets * weights, shots_T))
+                f, inputs_T, W, W.T, l2_normalize(T), l2_normalize(text_pre), weights,
+                targets * weights, shots_T))
         self.y = backend.asindices(y)
         self.flat_targets = self.weighted_targets.reshape(-1)
         self.scores = asarray(np.zeros((n_classes, 2 * n + 2 * n_classes)))
         # Row blocks that go through the same operation share one array, one call for
-        # both: the unit bridged shots e above their class means E_raw (one product with
+        # both: the unit bridged shots e above their class sums E_raw (one product with
         # W), f_hat above F_raw (one normalisation) and their gradients.
-        self.e_and_means = asarray(np.zeros((n + n_classes, W.shape[0])))
-        self.f_hat_and_means = asarray(np.zeros((n + n_classes, dim)))
-        self.d_f_hat_and_means = asarray(np.zeros((n + n_classes, dim)))
+        self.e_and_sums = asarray(np.zeros((n + n_classes, W.shape[0])))
+        self.f_hat_and_sums = asarray(np.zeros((n + n_classes, dim)))
+        self.d_f_hat_and_sums = asarray(np.zeros((n + n_classes, dim)))
 
     def value_and_grad(self, P):
         """The loss at ``P`` and its gradient (no autograd).
@@ -168,20 +229,20 @@ class SeMoBridgeTLoss:
             Its gradient.
         """
         xp, n, c, dim = self.xp, self.n, self.n_classes, self.dim
-        shots_T, scores = self.shots_T, self.scores
+        shots_T, scores, classes = self.shots_T, self.scores, self.classes
         tokens = self.f @ P[:dim]
         if self.class_bias:
             tokens += take_rows(P[dim:], self.y)  # b_{y_i}, gathered
-        e_and_means, f_hat_and_means = self.e_and_means, self.f_hat_and_means
-        e, E_raw = e_and_means[:n], e_and_means[n:]
+        e_and_sums, f_hat_and_sums = self.e_and_sums, self.f_hat_and_sums
+        e, E_raw = e_and_sums[:n], e_and_sums[n:]
         _, e_norm = unit_rows(tokens, out=e)
-        xp.matmul(self.class_mean, e, out=E_raw)
-        if self.project_means:  # F_raw, the class mean of f_hat = e W, as E_raw W
-            xp.matmul(e_and_means, self.W, out=f_hat_and_means)
-        else:  # as the class means of f_hat (a c n d product, not c w d)
-            xp.matmul(e, self.W, out=f_hat_and_means[:n])
-            xp.matmul(self.class_mean, f_hat_and_means[:n], out=f_hat_and_means[n:])
-        units, units_norm = unit_rows(f_hat_and_means)
+        classes.sums(e, out=E_raw)
+        if self.project_sums:  # F_raw, the class sum of f_hat = e W, as E_raw W
+            xp.matmul(e_and_sums, self.W, out=f_hat_and_sums)
+        else:  # as the class sums of f_hat (c n d multiply-adds, not c w d)
+            xp.matmul(e, self.W, out=f_hat_and_sums[:n])
+            classes.sums(f_hat_and_sums[:n], out=f_hat_and_sums[n:])
+        units, units_norm = unit_rows(f_hat_and_sums)
         f_hat_unit, F_hat = units[:n], units[n:]
         E, E_norm = unit_rows(E_raw)
         shots_T[:, n:] = f_hat_unit.T
@@ -191,24 +252,30 @@ class SeMoBridgeTLoss:
         log_p, residual = log_softmax_and_residual(scores, self.weighted_targets,
                                                    self.column_weights)
         total = -(log_p.reshape(-1) @ self.flat_targets)
-        # back through the scores, the normalisations and the class means (whose
+        # back through the scores, the normalisations and the class sums (whose
         # transposes are gathers of the classes' rows, not one-hot products)
-        d_units = self.d_f_hat_and_means
+        d_units = self.d_f_hat_and_sums
         xp.matmul(residual[:, n : 2 * n].T, F_hat, out=d_units[:n])
         xp.matmul(residual[:, : 2 * n], shots_T.T, out=d_units[n:])
         d_units[n:] += residual[:, 2 * n : 2 * n + c].T @ self.T_unit
-        d_f_hat_and_means = unit_rows_grad(units, units_norm, d_units)
+        d_f_hat_and_sums = unit_rows_grad(units, units_norm, d_units)
         d_E_raw = unit_rows_grad(E, E_norm, residual[:, 2 * n + c :].T @ self.pre_unit)
-        if self.project_means:
-            d_e_and_means = d_f_hat_and_means @ self.W_T
-            d_e, d_E_raw_via_F = d_e_and_means[:n], d_e_and_means[n:]
+        if self.project_sums:
+            d_e_and_sums = d_f_hat_and_sums @ self.W_T
+            d_e, d_E_raw_via_F = d_e_and_sums[:n], d_e_and_sums[n:]
             d_E_raw += d_E_raw_via_F
         else:
-            d_f_hat, d_F_raw = d_f_hat_and_means[:n], d_f_hat_and_means[n:]
-            d_f_hat += take_rows(d_F_raw * self.inverse_counts, self.y)
+            d_f_hat, d_F_raw = d_f_hat_and_sums[:n], d_f_hat_and_sums[n:]
+            d_f_hat += take_rows(d_F_raw, self.y)
             d_e = d_f_hat @ self.W_T
-        d_e += take_rows(d_E_raw * self.inverse_counts, self.y)
-        d_P = self.inputs_T @ unit_rows_grad(e, e_norm, d_e)  # [f, onehot(y)]^T d_tokens
+        d_e += take_rows(d_E_raw, self.y)
+        d_tokens = unit_rows_grad(e, e_norm, d_e)
+        if self.class_bias and self.bias_grad_by_sums:
+            d_P = xp.empty_like(P)  # a fresh array: the caller keeps each gradient
+            xp.matmul(self.inputs_T, d_tokens, out=d_P[:dim])
+            classes.sums(d_tokens, out=d_P[dim:])
+        else:
+            d_P = self.inputs_T @ d_tokens  # [f, onehot(y)]^T d_tokens, or f^T d_tokens
         if not self.class_bias:
             return total, d_P
         # the variance of the bias norms, and its gradient 2 (||b_c|| - mean) / c along
