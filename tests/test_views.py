@@ -98,9 +98,10 @@ def test_duplicate_views_leave_with_their_image(problem, estimator, params):
 
 def test_cmm_cross_fit_holds_out_whole_images_and_scores_their_own_rows(problem, monkeypatch):
     # CMM's fit is not invariant to duplicated rows (the ridge and the budget see the
-    # count), so its cross-fit is checked by what each fold trains on and scores.
+    # count), so its cross-fit is checked by what each fold trains on and scores: rows
+    # of the features normalised once (in float64).
     n, v = problem["views"].shape[:2]
-    views = problem["views"]
+    units = l2_normalize(np.asarray(problem["views"], dtype=np.float64))
     fits, scored = [], []
     fit_map, logit_terms = CrossModalMappingClassifier._fit_map, CrossModalMappingClassifier._logit_terms
 
@@ -115,15 +116,15 @@ def test_cmm_cross_fit_holds_out_whole_images_and_scores_their_own_rows(problem,
     monkeypatch.setattr(CrossModalMappingClassifier, "_fit_map", recording_fit)
     monkeypatch.setattr(CrossModalMappingClassifier, "_logit_terms", recording_terms)
     CrossModalMappingClassifier(**_text(problem, CrossModalMappingClassifier), n_views=v).fit(
-        views.reshape(n, v * DIM), problem["y"])
+        problem["views"].reshape(n, v * DIM), problem["y"])
     assert len(fits) == 4 and len(scored) == 3  # the final fit, then three folds
-    np.testing.assert_array_equal(fits[0], views.reshape(n * v, DIM))
+    np.testing.assert_array_equal(fits[0], units.reshape(n * v, DIM))
     held_out = []
     for trained, rows in zip(fits[1:], scored):
-        images = [i for i in range(n) if any(np.array_equal(views[i, 0], r) for r in rows)]
+        images = [i for i in range(n) if any(np.array_equal(units[i, 0], r) for r in rows)]
         assert len(images) == len(rows)  # every scored row is an image's own embedding
         trained_rows = {r.tobytes() for r in trained}
-        assert not any(views[i, k].tobytes() in trained_rows for i in images for k in range(v))
+        assert not any(units[i, k].tobytes() in trained_rows for i in images for k in range(v))
         assert len(trained) == (n - len(images)) * v
         held_out += images
     assert sorted(held_out) == list(range(n))
