@@ -549,7 +549,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                 )
                 return [(z, self.image_prototypes_, T, y_encoded[own])]
 
-            validated = loo("zero")
+            if candidates is not None:  # the search's scores (calibration takes its own)
+                validated = loo("zero")
 
         self.search_score_ = None
         if candidates is not None:
