@@ -296,9 +296,8 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
 
     def _fit(self, X, y_encoded, class_text, rng):
         check_device(self.device)  # checked even when torch is not needed
-        # Unit rows once, in float64, for the fit and the cross-fit's refits: each refit
-        # normalising and converting its own rows took a fifth of the default fit at
-        # ImageNet scale.
+        # Unit rows once, in float64, for the fit and the cross-fit's refits (each refit
+        # had normalised its rows, and converted them to float64 twice).
         V = l2_normalize(np.asarray(X, dtype=np.float64))
         self._fit_map(V, y_encoded, class_text)
         if self.image_weight != "auto" and self.calibration is None:

@@ -49,7 +49,8 @@ class ShotClasses:
     Parameters
     ----------
     y : ndarray of shape (n_samples,), int
-        Class indices in ``0 .. n_classes - 1``, sorted.
+        Class indices in ``0 .. n_classes - 1``; the reshape needs them sorted (else the
+        sums are products).
     n_classes : int
         Number of classes.
     backend : object
