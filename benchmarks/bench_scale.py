@@ -51,6 +51,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from sklearn_cmm._math.semobridge_loss import RESHAPE_MIN_CLASSES
+from sklearn_cmm.cmm import CROSS_FIT_FOLDS
 from sklearn_cmm.protocol.methods import make_classifier
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
@@ -67,7 +68,7 @@ CONFIGS = {
     "tip-adapter": ("tip-adapter", {"search": None}),
     "cmm-closed-form": ("cmm", {"max_iter": 0}),
     "semobridge": ("semobridge", {"search": None}),
-    "cmm-refinement": ("cmm", {}),  # its default number of AdamW steps
+    "cmm-refinement": ("cmm", {}),  # its default refinement (L-BFGS)
     "semobridge-t": ("semobridge-t", {"search": None}),
     "linear-probe": ("linear-probe", {"C": 10.0, "max_iter": 100}),
 }
@@ -81,12 +82,16 @@ def fit_flops(name, N, C, d, w, steps=0, n_iter=0):
     if name in ("zero-shot", "tip-adapter"):
         return 0.0
     # V'V (counted as a general product; numpy computes it with syrk, half the work, so the
-    # share of peak can pass 100%), S'T with S the class sums, Cholesky and d solves
-    closed_cmm = 2 * N * d * d + 2 * C * d * d + 7 / 3 * d**3
+    # share of peak can pass 100%), S'T with S the class sums, Cholesky and d solves; at
+    # the defaults (image_weight="auto", calibration) the map is fitted, then refitted
+    # CROSS_FIT_FOLDS times on all shots but a fold: CROSS_FIT_FOLDS times the shots in all
+    fits, shots = 1 + CROSS_FIT_FOLDS, CROSS_FIT_FOLDS * N
+    closed_cmm = 2 * shots * d * d + fits * (2 * C * d * d + 7 / 3 * d**3)
     if name == "cmm-closed-form":
         return closed_cmm
-    if name == "cmm-refinement":  # forward V W, cos to T; backward the same twice
-        return closed_cmm + steps * (4 * N * d * d + 4 * N * C * d)
+    if name == "cmm-refinement":  # forward V W, cos to T; backward the same twice (every
+        # refit counted with the final fit's steps: only its count is known)
+        return closed_cmm + steps * (4 * shots * d * d + 4 * shots * C * d)
     pinv = 2 * w * d * d + 9 * d**3 + 4 * w * d * d  # W'W, eigh (~9 d^3), V diag (W V)'
     # tokens of the shots (float32 for float32 features), bridged class means, class weights
     closed_sb = pinv + 2 * N * w * d + 2 * C * w * d + 2 * C * C * d
