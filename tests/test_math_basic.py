@@ -215,6 +215,15 @@ def test_l2_normalize_neither_overflows_nor_underflows(dtype, scale):
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_l2_normalize_leaves_its_input_unchanged(dtype):
+    X = np.random.RandomState(1).randn(4, 3).astype(dtype)
+    before = X.copy()
+    out = l2_normalize(X)
+    np.testing.assert_array_equal(X, before)
+    assert not np.shares_memory(out, X)
+
+
 def test_l2_normalize_matches_the_plain_formula():
     X = np.random.RandomState(0).randn(5, 7)
     np.testing.assert_allclose(l2_normalize(X), X / np.sqrt((X**2).sum(axis=1, keepdims=True)))
