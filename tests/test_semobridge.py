@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from sklearn_cmm import SeMoBridgeClassifier, ZeroShotClassifier
+from sklearn_cmm._math import semobridge_loss
 from sklearn_cmm.model_selection import FewShotSplit, draw_shots
 
 from ._backends import train_on_torch
@@ -695,6 +696,35 @@ def test_numpy_training_equals_torchs(data, monkeypatch):
     X_test = data[2]
     np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
                                atol=1e-5)
+
+
+def test_training_by_reshaped_class_sums_equals_by_products(data, monkeypatch):
+    """From RESHAPE_MIN_CLASSES classes of equal sizes the training's class sums are sums
+    over the reshaped shots (here 5 classes of 4 shots, halves of 2 in the validation
+    folds; the shots shuffled, the loss takes them in class order): the same fit as by
+    one-hot products, validation and checkpoints included."""
+    X_train, y_train, *rest = data
+    shuffled = np.random.default_rng(1).permutation(len(y_train))  # keeps a trained step
+    data = (X_train[shuffled], y_train[shuffled], *rest)
+    params = dict(train=True, max_iter=120, validation_interval=30, n_iter_no_change=None,
+                  learning_rate=1e-2, search="cv", n_search_trials=10, random_state=0)
+    by_products = fitted(data, **params)
+    monkeypatch.setattr(semobridge_loss, "RESHAPE_MIN_CLASSES", 1)
+    by_reshape = []
+    make = semobridge_loss.ShotClasses.__init__
+
+    def recording(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        by_reshape.append(self.onehot_T is None)
+
+    monkeypatch.setattr(semobridge_loss.ShotClasses, "__init__", recording)
+    by_sums = fitted(data, **params)
+    assert len(by_reshape) >= 2 and all(by_reshape)  # the folds' losses and the final one
+    assert by_products.best_iter_ > 0  # the premise: a trained bridge is kept
+    assert by_sums.best_iter_ == by_products.best_iter_
+    for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
+        np.testing.assert_allclose(getattr(by_sums, name), getattr(by_products, name),
+                                   rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("max_held_out", [1000, 7])  # all shots scored; a random 7
