@@ -711,10 +711,10 @@ def test_training_by_reshaped_class_sums_equals_by_products(data, monkeypatch):
     by_products = fitted(data, **params)
     monkeypatch.setattr(semobridge_loss, "RESHAPE_MIN_CLASSES", 1)
     by_reshape = []
-    make = semobridge_loss.ShotClasses.__init__
+    original_init = semobridge_loss.ShotClasses.__init__
 
     def recording(self, *args, **kwargs):
-        make(self, *args, **kwargs)
+        original_init(self, *args, **kwargs)
         by_reshape.append(self.onehot_T is None)
 
     monkeypatch.setattr(semobridge_loss.ShotClasses, "__init__", recording)
@@ -722,6 +722,7 @@ def test_training_by_reshaped_class_sums_equals_by_products(data, monkeypatch):
     assert len(by_reshape) >= 2 and all(by_reshape)  # the folds' losses and the final one
     assert by_products.best_iter_ > 0  # the premise: a trained bridge is kept
     assert by_sums.best_iter_ == by_products.best_iter_
+    np.testing.assert_array_equal(by_sums.validation_scores_, by_products.validation_scores_)
     for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
         np.testing.assert_allclose(getattr(by_sums, name), getattr(by_products, name),
                                    rtol=1e-5, atol=1e-6)
