@@ -679,20 +679,29 @@ def test_lockstep_trainings_equal_separate_ones(data, xp):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+#: A short SeMoBridge-T fit with validation, checkpoints and the blend's search.
+VALIDATED_TRAINING = dict(train=True, max_iter=120, validation_interval=30,
+                          n_iter_no_change=None, learning_rate=1e-2, search="cv",
+                          n_search_trials=10, random_state=0)
+
+
+def assert_same_training(fit, reference):
+    """The same kept checkpoint (a trained one), validation scores, parameters and losses."""
+    assert reference.best_iter_ > 0  # the premise: a trained bridge is kept
+    assert fit.best_iter_ == reference.best_iter_
+    np.testing.assert_array_equal(fit.validation_scores_, reference.validation_scores_)
+    for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
+        np.testing.assert_allclose(getattr(fit, name), getattr(reference, name),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_numpy_training_equals_torchs(data, monkeypatch):
     """The CPU trains on numpy arrays, a GPU on torch tensors: the same fit either way
     (here torch on the CPU), validation and checkpoints included."""
-    params = dict(train=True, max_iter=120, validation_interval=30, n_iter_no_change=None,
-                  learning_rate=1e-2, search="cv", n_search_trials=10, random_state=0)
-    on_numpy = fitted(data, **params)
+    on_numpy = fitted(data, **VALIDATED_TRAINING)
     train_on_torch(monkeypatch)
-    on_torch = fitted(data, **params)
-    assert on_numpy.best_iter_ > 0  # the premise: a trained bridge is kept
-    assert on_torch.best_iter_ == on_numpy.best_iter_
-    np.testing.assert_array_equal(on_torch.validation_scores_, on_numpy.validation_scores_)
-    for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
-        np.testing.assert_allclose(getattr(on_torch, name), getattr(on_numpy, name),
-                                   rtol=1e-5, atol=1e-6)
+    on_torch = fitted(data, **VALIDATED_TRAINING)
+    assert_same_training(on_torch, on_numpy)
     X_test = data[2]
     np.testing.assert_allclose(on_torch.predict_proba(X_test), on_numpy.predict_proba(X_test),
                                atol=1e-5)
@@ -706,9 +715,7 @@ def test_training_by_reshaped_class_sums_equals_by_products(data, monkeypatch):
     X_train, y_train, *rest = data
     shuffled = np.random.default_rng(1).permutation(len(y_train))  # keeps a trained step
     data = (X_train[shuffled], y_train[shuffled], *rest)
-    params = dict(train=True, max_iter=120, validation_interval=30, n_iter_no_change=None,
-                  learning_rate=1e-2, search="cv", n_search_trials=10, random_state=0)
-    by_products = fitted(data, **params)
+    by_products = fitted(data, **VALIDATED_TRAINING)
     monkeypatch.setattr(semobridge_loss, "RESHAPE_MIN_CLASSES", 1)
     by_reshape = []
     original_init = semobridge_loss.ShotClasses.__init__
@@ -718,14 +725,9 @@ def test_training_by_reshaped_class_sums_equals_by_products(data, monkeypatch):
         by_reshape.append(self.onehot_T is None)
 
     monkeypatch.setattr(semobridge_loss.ShotClasses, "__init__", recording)
-    by_sums = fitted(data, **params)
+    by_sums = fitted(data, **VALIDATED_TRAINING)
     assert len(by_reshape) >= 2 and all(by_reshape)  # the folds' losses and the final one
-    assert by_products.best_iter_ > 0  # the premise: a trained bridge is kept
-    assert by_sums.best_iter_ == by_products.best_iter_
-    np.testing.assert_array_equal(by_sums.validation_scores_, by_products.validation_scores_)
-    for name in ("projection_pinv_", "class_bias_", "loss_curve_"):
-        np.testing.assert_allclose(getattr(by_sums, name), getattr(by_products, name),
-                                   rtol=1e-5, atol=1e-6)
+    assert_same_training(by_sums, by_products)
 
 
 @pytest.mark.parametrize("max_held_out", [1000, 7])  # all shots scored; a random 7
