@@ -30,7 +30,8 @@ def pinv_with_cutoff(W, cutoff):
     faster than an SVD at CLIP's sizes. Squaring costs relative precision
     ``eps * (s_max / s_k)^2`` on a kept direction, negligible unless the cut-off is far
     below the largest singular value; there (cut-off below ``1e-4 * s_max``, e.g. 0) the
-    SVD is used.
+    SVD is used. Both by numpy, whose OpenBLAS also computes the fit's products (see
+    :func:`.cmm.ridge_map_to_prototypes`: scipy's copy waits on its spinning threads).
 
     Parameters
     ----------
@@ -46,11 +47,11 @@ def pinv_with_cutoff(W, cutoff):
         (zeros if there is none).
     """
     W = np.asarray(W, dtype=np.float64)
-    squares, V = linalg.eigh(W.T @ W, driver="evd", check_finite=False)
+    squares, V = np.linalg.eigh(W.T @ W)
     if cutoff**2 >= 1e-8 * squares[-1]:
         keep = squares > cutoff**2
         return (V[:, keep] / squares[keep]) @ (W @ V[:, keep]).T
-    U, s, Vt = linalg.svd(W, full_matrices=False, check_finite=False)
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
     keep = s > cutoff
     return (Vt[keep].T / s[keep]) @ U[:, keep].T
 
