@@ -274,15 +274,17 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         class's shots, and with a class of a single shot the plain training logits are
         returned (optimistic). Costs ``n_folds`` fits; the estimator is not changed.
 
-        ``fit(model, X, y_encoded)`` and ``scores(model, X)`` replace ``model._fit(X,
-        y_encoded, class_text, rng)`` and ``model._logits(X)`` (e.g. to fit part of the
-        method, or to return the terms of its logits separately). ``scored`` (sorted
+        ``fit(model, training)`` and ``scores(model, X)`` replace
+        ``model._fit(X[training], y_encoded[training], class_text, rng)`` (``training``
+        the boolean mask of a fold's training rows of ``X``) and ``model._logits(X)``
+        (e.g. to fit part of the method, to reuse products of all the rows, or to return
+        the terms of its logits separately). ``scored`` (sorted
         indices of images) restricts the logits returned to those images, in that
         order; the folds and their fits are the same.
         """
         if fit is None:
-            def fit(model, X, y_encoded):
-                model._fit(X, y_encoded, class_text, rng)
+            def fit(model, training):
+                model._fit(X[training], y_encoded[training], class_text, rng)
         if scores is None:
             def scores(model, X):
                 return model._logits(X)
@@ -307,7 +309,7 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
                 continue
             model = copy.copy(self)  # _fit rebinds attributes, never mutates them
             training = np.repeat(~held_out, v)
-            fit(model, X[training], y_encoded[training])
+            fit(model, training)
             own = scored[rows] * v  # the held-out images' own embeddings
             fold_logits = scores(model, np.asarray(X[own], dtype=np.float64))
             if logits is None:

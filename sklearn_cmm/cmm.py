@@ -299,7 +299,12 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         # Unit rows once, in float64, for the fit and the cross-fit's refits (each refit
         # had normalised its rows, and converted them to float64 twice).
         V = l2_normalize(np.asarray(X, dtype=np.float64))
-        self._fit_map(V, y_encoded, class_text)
+        dim = V.shape[1]
+        # The closed form's Gram (with at least as many rows as dimensions, else it solves
+        # the smaller system), once: each refit of the cross-fit subtracts its held-out
+        # rows' from it, a third of the rows' products where its own would take two thirds.
+        gram = V.T @ V if self.init == "lstsq" and len(V) >= dim else None
+        self._fit_map(V, y_encoded, class_text, gram)
         if self.image_weight != "auto" and self.calibration is None:
             self.image_weight_ = float(self.image_weight)
             return
@@ -308,9 +313,16 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         # 16 shots, searching the temperatures on all took 9 of the fit's 14 s).
         y_images = y_encoded[:: self.n_views]  # the cross-fit scores the images
         scored = spread_subset(y_images, MAX_HELD_OUT)
+
+        def fit_fold(model, training):
+            fold_gram = None
+            if gram is not None and training.sum() >= dim:
+                held_out = V[~training]
+                fold_gram = gram - held_out.T @ held_out
+            model._fit_map(V[training], y_encoded[training], class_text, fold_gram)
+
         terms = self._cross_fitted_logits(
-            V, y_encoded, class_text, rng, n_folds=CROSS_FIT_FOLDS,
-            fit=lambda model, V, y: model._fit_map(V, y, class_text),
+            V, y_encoded, class_text, rng, n_folds=CROSS_FIT_FOLDS, fit=fit_fold,
             scores=lambda model, X: np.hstack(model._logit_terms(X)),
             scored=scored,
         )
@@ -338,16 +350,18 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
             # Taken (and dropped) by _calibration_logits.
             self._held_out_logits = logits_of(self.image_weight_), y_scored
 
-    def _fit_map(self, V, y_encoded, class_text):
+    def _fit_map(self, V, y_encoded, class_text, gram=None):
         """Fit the map, the prototypes and the image prototypes (everything but the
-        weight) on the L2-normalised features ``V`` (float64)."""
+        weight) on the L2-normalised features ``V`` (float64); ``gram`` is ``V.T @ V``
+        when the caller has it."""
         prototypes, self.prototype_source_ = class_prototypes(
             V, y_encoded, len(self.classes_), class_text
         )
         self.zero_shot_prototypes_ = l2_normalize(prototypes)
         self.image_prototypes_ = l2_normalize(class_sums(V, y_encoded, len(self.classes_)))
         if self.init == "lstsq":
-            W0 = ridge_map_to_prototypes(V, y_encoded, self.zero_shot_prototypes_, self.ridge)
+            W0 = ridge_map_to_prototypes(V, y_encoded, self.zero_shot_prototypes_, self.ridge,
+                                        gram)
         else:
             W0 = np.eye(V.shape[1])
         max_iter = self._max_iter(*V.shape, len(self.classes_))

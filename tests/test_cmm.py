@@ -186,6 +186,27 @@ def test_image_weight_and_temperature_score_a_spread_subset_of_many_shots(monkey
     assert clf.temperature_ == pytest.approx(fit_temperature(best, y[scored], 1 / 12))
 
 
+# 4 classes x 6 shots: the full fit has 24 rows, each refit of the cross-fit 16, so 16-d
+# refits at the switch to the dim x dim system and 17-d refits below it
+@pytest.mark.parametrize("dim", [16, 17])
+def test_refits_take_the_gram_of_their_rows_by_subtraction(monkeypatch, dim):
+    calls = []
+
+    def spy(V, y_encoded, prototypes, ridge, gram=None):
+        calls.append((V, gram))
+        return ridge_map_to_prototypes(V, y_encoded, prototypes, ridge, gram)
+
+    monkeypatch.setattr("sklearn_cmm.cmm.ridge_map_to_prototypes", spy)
+    X, y, _, _, T = gap_problem(n_classes=4, dim=dim, n_train=6)
+    CrossModalMappingClassifier(text_features=T, max_iter=0).fit(X, y)
+    assert [len(V) for V, _ in calls] == [24, 16, 16, 16]
+    for V, gram in calls:
+        if len(V) < dim:
+            assert gram is None
+        else:  # the full fit's, and a refit's as the full one less its held-out rows'
+            np.testing.assert_allclose(gram, V.T @ V, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("text", [True, False])
 def test_auto_image_weight_is_zero_with_one_shot_a_class(text):
     # A held-out single shot's class has no other shot: the image term cannot help it.

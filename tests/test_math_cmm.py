@@ -31,6 +31,22 @@ def test_ridge_map_matches_augmented_lstsq(n_samples, dim, ridge):
     np.testing.assert_allclose(ridge_map_to_prototypes(V, y, P, ridge), expected, atol=1e-9)
 
 
+@pytest.mark.parametrize("n_samples", [6, 7])  # at and above the switch, in 6-d
+def test_ridge_map_solves_with_the_gram_it_is_given(n_samples):
+    rng = np.random.RandomState(4)
+    V, y, P = rng.randn(n_samples, 6), rng.randint(0, 3, n_samples), rng.randn(3, 6)
+    computed = ridge_map_to_prototypes(V, y, P, 0.5)
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, P, 0.5, gram=V.T @ V), computed,
+                               rtol=1e-12, atol=1e-12)
+    # a Gram of other rows is not replaced by V's: the map is of those rows' system
+    others = rng.randn(9, 6)
+    targets = np.array([P[label] for label in y])
+    expected = np.linalg.solve(others.T @ others + 0.5 * np.eye(6),
+                               V.T @ targets + 0.5 * np.eye(6))
+    np.testing.assert_allclose(ridge_map_to_prototypes(V, y, P, 0.5, gram=others.T @ others),
+                               expected, rtol=1e-10)
+
+
 def test_ridge_map_is_identity_outside_the_span_of_the_samples():
     rng = np.random.RandomState(1)
     V, P = rng.randn(3, 8), rng.randn(2, 8)

@@ -105,9 +105,11 @@ def test_cmm_cross_fit_holds_out_whole_images_and_scores_their_own_rows(problem,
     fits, scored = [], []
     fit_map, logit_terms = CrossModalMappingClassifier._fit_map, CrossModalMappingClassifier._logit_terms
 
-    def recording_fit(self, X, y, class_text):
+    def recording_fit(self, X, y, class_text, gram=None):
         fits.append(X.copy())
-        return fit_map(self, X, y, class_text)
+        if gram is not None:  # of the rows trained on: a fold's held-out views subtracted
+            np.testing.assert_allclose(gram, X.T @ X, rtol=1e-12, atol=1e-12)
+        return fit_map(self, X, y, class_text, gram)
 
     def recording_terms(self, X):
         scored.append(X.copy())

@@ -9,7 +9,7 @@ import numpy as np
 from .basic import class_sums, l2_normalize
 
 
-def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge):
+def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge, gram=None):
     """Linear map taking each row of ``V`` toward its class prototype, shrunk toward the identity.
 
     Solves ``argmin_W ||V W - P_y||_F^2 + ridge * ||W - I||_F^2``, where row ``i`` of
@@ -36,6 +36,9 @@ def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge):
         What the rows of each class should map to (in CMM, the class text prototypes).
     ridge : float
         Strength of the pull toward the identity; must be positive.
+    gram : ndarray of shape (dim, dim), default=None
+        ``V.T @ V`` when the caller has it (CMM's cross-fit: the whole fit's Gram less the
+        held-out rows'); used when ``n_samples >= dim``, computed when None.
 
     Returns
     -------
@@ -51,11 +54,13 @@ def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge):
         W = V.T @ np.linalg.solve(gram, prototypes[y_encoded] - V)
         W.flat[:: dim + 1] += 1.0
         return W
+    if gram is None:
+        gram = V.T @ V
     eye = np.eye(dim)
     # V^T P_y = S^T P with S the class sums of V: (n_classes x dim) instead of
     # (n_samples x dim) products, half the cost of the closed form at ImageNet scale.
     cross = class_sums(V, y_encoded, len(prototypes)).T @ prototypes
-    return np.linalg.solve(V.T @ V + ridge * eye, cross + ridge * eye)
+    return np.linalg.solve(gram + ridge * eye, cross + ridge * eye)
 
 
 def map_to_text(X, W):
