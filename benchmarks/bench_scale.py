@@ -81,17 +81,20 @@ def fit_flops(name, N, C, d, w, steps=0, n_iter=0):
     """Dense matrix-product FLOPs of a fit (N shots, C classes, dim d, text width w)."""
     if name in ("zero-shot", "tip-adapter"):
         return 0.0
-    # V'V (counted as a general product; numpy computes it with syrk, half the work, so the
-    # share of peak can pass 100%), S'T with S the class sums, Cholesky and d solves; at
-    # the defaults (image_weight="auto", calibration) the map is fitted, then refitted
-    # CROSS_FIT_FOLDS times on all shots but a fold: CROSS_FIT_FOLDS times the shots in all
-    fits, shots = 1 + CROSS_FIT_FOLDS, CROSS_FIT_FOLDS * N
-    closed_cmm = 2 * shots * d * d + fits * (2 * C * d * d + 7 / 3 * d**3)
+    # At the defaults (image_weight="auto", calibration) the map is fitted, then refitted
+    # CROSS_FIT_FOLDS times on all shots but a fold. V'V of the shots (counted as a
+    # general product; numpy computes it with syrk, half the work, so the share of peak
+    # can pass 100%), and each refit's as it less its held-out rows' (the folds' rows: the
+    # shots once more); per fit S'T with S the class sums, LU and d solves
+    fits = 1 + CROSS_FIT_FOLDS
+    closed_cmm = 2 * (2 * N) * d * d + fits * (2 * C * d * d + 8 / 3 * d**3)
     if name == "cmm-closed-form":
         return closed_cmm
-    if name == "cmm-refinement":  # forward V W, cos to T; backward the same twice (every
-        # refit counted with the final fit's steps: only its count is known)
-        return closed_cmm + steps * (4 * shots * d * d + 4 * shots * C * d)
+    if name == "cmm-refinement":  # forward V W, cos to T; backward the same twice, on the
+        # shots and each refit's (CROSS_FIT_FOLDS times the shots in all; every refit
+        # counted with the final fit's steps: only its count is known)
+        trained = CROSS_FIT_FOLDS * N
+        return closed_cmm + steps * (4 * trained * d * d + 4 * trained * C * d)
     pinv = 2 * w * d * d + 9 * d**3 + 4 * w * d * d  # W'W, eigh (~9 d^3), V diag (W V)'
     # tokens of the shots (float32 for float32 features), bridged class means, class weights
     closed_sb = pinv + 2 * N * w * d + 2 * C * w * d + 2 * C * C * d
