@@ -130,7 +130,7 @@ class ZeroShotClassifier(FewShotClassifierBase):
         # Image-mean prototypes: each shot against its class mean without itself (and
         # without its views), every other class's mean an image short as well (the user
         # guide, *Calibration at few shots*).
-        keys = l2_normalize(np.asarray(X, dtype=np.float64))
+        keys = l2_normalize(X, dtype=np.float64)
         v = self.n_views
         cosines = loo_prototype_cosine(keys[::v], keys, y_encoded, len(self.classes_), n_views=v,
                                        every_class=True)
@@ -353,7 +353,7 @@ class TipAdapterClassifier(SearchedBlendMixin, FewShotClassifierBase):
         self.prototypes_, self.prototype_source_ = class_prototypes(
             X, y_encoded, n_classes, class_text
         )
-        self.cache_keys_ = l2_normalize(np.asarray(X, dtype=np.float64))
+        self.cache_keys_ = l2_normalize(X, dtype=np.float64)
         self.cache_labels_ = y_encoded
         self.alpha_, self.beta_, self.search_score_ = self.alpha, self.beta, None
         self.n_iter_, self.best_iter_, self.validation_scores_, self.loss_curve_ = (

@@ -298,7 +298,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         check_device(self.device)  # checked even when torch is not needed
         # Unit rows once, in float64, for the fit and the cross-fit's refits (each refit
         # had normalised its rows, and converted them to float64 twice).
-        V = l2_normalize(np.asarray(X, dtype=np.float64))
+        V = l2_normalize(X, dtype=np.float64)
         dim = V.shape[1]
         # The closed form's Gram (with at least as many rows as dimensions, else it solves
         # the smaller system), once: each refit of the cross-fit subtracts its held-out

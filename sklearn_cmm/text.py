@@ -134,7 +134,7 @@ def ensemble_prompts(prompt_features):
     prototype : ndarray of shape (dim,)
         ``normalize(mean(normalize(prompt_features)))``.
     """
-    return l2_normalize(l2_normalize(np.asarray(prompt_features, dtype=np.float64)).mean(axis=0))
+    return l2_normalize(l2_normalize(prompt_features, dtype=np.float64).mean(axis=0))
 
 
 def _checked_rows(array, n_features, what):

@@ -224,6 +224,17 @@ def test_l2_normalize_leaves_its_input_unchanged(dtype):
     assert not np.shares_memory(out, X)
 
 
+def test_l2_normalize_converts_in_its_division():
+    X = (100 * np.random.RandomState(2).randn(6, 5)).astype(np.float32)
+    X[3] = 0
+    before = X.copy()
+    out = l2_normalize(X, dtype=np.float64)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, l2_normalize(X.astype(np.float64)))  # bitwise
+    np.testing.assert_array_equal(X, before)
+    assert l2_normalize(np.array([[3, 4]])).dtype == np.float64  # integers: float64
+
+
 def test_l2_normalize_matches_the_plain_formula():
     X = np.random.RandomState(0).randn(5, 7)
     np.testing.assert_allclose(l2_normalize(X), X / np.sqrt((X**2).sum(axis=1, keepdims=True)))
