@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import FewShotClassifierBase, class_prototypes, fill_doc
 from ._device import check_device
 from ._math.basic import class_sums, l2_normalize
-from ._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes
+from ._math.cmm import cmm_logits, map_to_text, ridge_map_to_prototypes, solves_with_gram
 from ._math.calibration import calibrated_log_loss
 from ._math.search import MAX_HELD_OUT, spread_subset
 from .text import CLIP_IMAGENET_TEMPLATES
@@ -303,7 +303,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         # The closed form's Gram (with at least as many rows as dimensions, else it solves
         # the smaller system), once: each refit of the cross-fit subtracts its held-out
         # rows' from it, a third of the rows' products where its own would take two thirds.
-        gram = V.T @ V if self.init == "lstsq" and len(V) >= dim else None
+        gram = V.T @ V if self.init == "lstsq" and solves_with_gram(len(V), dim) else None
         self._fit_map(V, y_encoded, class_text, gram)
         if self.image_weight != "auto" and self.calibration is None:
             self.image_weight_ = float(self.image_weight)
@@ -316,7 +316,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
 
         def fit_fold(model, training):
             fold_gram = None
-            if gram is not None and training.sum() >= dim:
+            if gram is not None and solves_with_gram(training.sum(), dim):
                 held_out = V[~training]
                 fold_gram = gram - held_out.T @ held_out
             model._fit_map(V[training], y_encoded[training], class_text, fold_gram)

@@ -9,6 +9,12 @@ import numpy as np
 from .basic import class_sums, l2_normalize
 
 
+def solves_with_gram(n_samples, dim):
+    """Whether :func:`ridge_map_to_prototypes` solves the ``dim x dim`` system of ``V^T V``
+    (at least as many rows as dimensions), not the ``n_samples x n_samples`` one."""
+    return n_samples >= dim
+
+
 def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge, gram=None):
     """Linear map taking each row of ``V`` toward its class prototype, shrunk toward the identity.
 
@@ -38,7 +44,7 @@ def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge, gram=None):
         Strength of the pull toward the identity; must be positive.
     gram : ndarray of shape (dim, dim), default=None
         ``V.T @ V`` when the caller has it (CMM's cross-fit: the whole fit's Gram less the
-        held-out rows'); used when ``n_samples >= dim``, computed when None.
+        held-out rows'); used where :func:`solves_with_gram`, computed when None.
 
     Returns
     -------
@@ -48,7 +54,7 @@ def ridge_map_to_prototypes(V, y_encoded, prototypes, ridge, gram=None):
     V = np.asarray(V, dtype=np.float64)
     prototypes = np.asarray(prototypes, dtype=np.float64)
     n_samples, dim = V.shape
-    if n_samples < dim:
+    if not solves_with_gram(n_samples, dim):
         gram = V @ V.T
         gram.flat[:: n_samples + 1] += ridge
         W = V.T @ np.linalg.solve(gram, prototypes[y_encoded] - V)
