@@ -406,6 +406,23 @@ def test_log_softmax_residual_holds_no_subnormal_floats(backend):
     assert not np.any((residual != 0) & (np.abs(residual) < tiny))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_softmax_residual_goes_to_the_work_array(backend):
+    """With ``out``, the residual is written there, equal to a fresh one's; the work
+    array's earlier values take no part."""
+    arrays = BACKENDS[backend](np.float32)
+    rng = np.random.RandomState(0)
+    scores, weights = 5 * rng.randn(4, 3), np.array([0.5, 2.0, 1.0])
+    targets = np.eye(4)[:, [0, 2, 3]] * weights
+    args = (arrays.asarray(targets), arrays.asarray(weights))
+    fresh_log_p, fresh = log_softmax_and_residual(arrays.asarray(scores), *args)
+    out = arrays.asarray(np.full_like(scores, 7.0))
+    log_p, residual = log_softmax_and_residual(arrays.asarray(scores), *args, out=out)
+    assert residual is out
+    np.testing.assert_array_equal(np.asarray(residual), np.asarray(fresh))
+    np.testing.assert_array_equal(np.asarray(log_p), np.asarray(fresh_log_p))
+
+
 def autograd_t_loss(f, y, W_pinv, W, bias, T, text_pre, *, n_classes, image_weight=0.5,
                     text_weight=0.5, consistency_weight=0.1, bias_norm_weight=0.1,
                     image_logit_scale=100.0):

@@ -28,7 +28,7 @@ def few_enough_for_span(n_samples, dim):
     """Whether ``in_span`` trains the map in the span of ``n_samples`` shots of ``dim``."""
     return n_samples <= SPAN_MAX_SHARE * dim
 
-#: Added to each shot's own class before the hardest negative's argmax: cosines lie in
+#: Each shot's own class's cosine during the hardest negative's argmax: cosines lie in
 #: [-1, 1], so the shot's class then ranks below every other.
 _OWN_CLASS_PENALTY = -3.0
 
@@ -127,7 +127,6 @@ class CMMRefinementLoss:
         self.zero_shot_logits = (
             (self.T0 @ self.V.T) * (zero_shot_weight * logit_scale) if zero_shot_weight
             else None)
-        self.own_class_penalty = onehot_T * _OWN_CLASS_PENALTY
         # the triplet's gradient, +-triplet_weight / n at an active hinge, in P's dtype
         self.triplet_step = asarray(np.array(triplet_weight / n))
         # the triplet's gathers and scatters index the flattened cosines: a third of the
@@ -138,10 +137,14 @@ class CMMRefinementLoss:
         # it joins the penalty's in a fresh array (the caller keeps each gradient). The
         # mapped shots, above the prototypes when they are trained, share one: one
         # normalisation for both, and one for their gradients.
+        # The (n_classes, n) cosines (turned into the scores in place) and the
+        # cross-entropy's residual are work arrays too: at ImageNet scale fresh ones cost
+        # more to map than to fill (the OS zeroes their pages each time).
         n_rows = n + len(T0) if train_text else n
-        self.rows, self.d_rows, self.d_map = (
-            asarray(np.zeros(shape))
-            for shape in ((n_rows, dim), (n_rows, dim), (self.map_rows, dim)))
+        self.rows, self.d_rows, self.d_map, self.cos, self.residual = (
+            asarray(np.zeros(shape)) for shape in (
+                (n_rows, dim), (n_rows, dim), (self.map_rows, dim), (len(T0), n),
+                (len(T0), n)))
         if not train_text:
             self.text, _ = unit_rows(self.T0)
         if self.basis is not None:
@@ -189,22 +192,27 @@ class CMMRefinementLoss:
             self.xp.matmul(self.V, self.W, out=rows[:n])
         if self.train_text:
             self.xp.add(self.T0, P[k:], out=rows[n:])
-        units, norms = unit_rows(rows)
+        units, norms = unit_rows(rows, out=rows)
         mapped = units[:n]
         text = units[n:] if self.train_text else self.text
-        cos = text @ mapped.T  # classes by shots
-        scores = cos * self.logit_scale
+        cos = self.xp.matmul(text, mapped.T, out=self.cos)  # classes by shots
+        if self.triplet_weight:  # the hinges, before the cosines become the scores
+            cos_flat = cos.reshape(-1)
+            own = cos_flat.take(self.own_flat)
+            cos_flat[self.own_flat] = _OWN_CLASS_PENALTY
+            negatives_flat = cos.argmax(axis=0) * n + self.columns
+            hinge = self.margin - own + cos_flat.take(negatives_flat)
+            cos_flat[self.own_flat] = own
+        scores = cos
+        scores *= self.logit_scale
         if self.zero_shot_logits is not None:
             scores += self.zero_shot_logits
         log_p, d_cos = log_softmax_and_residual(scores, self.weighted_targets,
-                                                self.column_weights)
+                                                self.column_weights, out=self.residual)
         total = -(log_p.reshape(-1) @ self.flat_targets)
         d_cos *= self.logit_scale
         if self.triplet_weight:
-            negatives = (cos + self.own_class_penalty).argmax(axis=0)
-            negatives_flat = negatives * n + self.columns
-            cos_flat, d_cos_flat = cos.reshape(-1), d_cos.reshape(-1)
-            hinge = self.margin - cos_flat.take(self.own_flat) + cos_flat.take(negatives_flat)
+            d_cos_flat = d_cos.reshape(-1)
             step = (hinge > 0) * self.triplet_step
             total = total + hinge @ step  # triplet_weight * mean(max(hinge, 0))
             d_cos_flat[self.own_flat] -= step

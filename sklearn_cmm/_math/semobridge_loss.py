@@ -81,7 +81,7 @@ class ShotClasses:
         return torch.sum(by_class, 1, out=out)
 
 
-def log_softmax_and_residual(scores, targets, column_weights):
+def log_softmax_and_residual(scores, targets, column_weights, out=None):
     """Log-softmax of each column of ``scores`` and its cross-entropies' gradient.
 
     Parameters
@@ -92,6 +92,9 @@ def log_softmax_and_residual(scores, targets, column_weights):
         One-hot targets of the columns, times ``column_weights``.
     column_weights : array of shape (n_columns,)
         Weight of each column in the loss.
+    out : array of the shape of ``scores``, or None
+        A work array that receives the residual: at ImageNet scale a fresh array of the
+        scores' size costs more to map than to fill (the OS zeroes its pages each time).
 
     Returns
     -------
@@ -104,12 +107,12 @@ def log_softmax_and_residual(scores, targets, column_weights):
     """
     if isinstance(scores, np.ndarray):  # ufunc methods: a third of np.amax's overhead
         scores -= scores.max(axis=0)
-        scores -= np.log(np.add.reduce(np.exp(scores), axis=0))
-        residual = np.exp(np.maximum(scores, MIN_LOG_PROBA))
+        scores -= np.log(np.add.reduce(np.exp(scores, out=out), axis=0))
+        residual = np.exp(np.maximum(scores, MIN_LOG_PROBA, out=out), out=out)
         log_p = scores
     else:
         log_p = scores.log_softmax(dim=0)
-        residual = log_p.clamp_min(MIN_LOG_PROBA).exp_()
+        residual = torch.clamp_min(log_p, MIN_LOG_PROBA, out=out).exp_()
     residual *= column_weights
     residual -= targets
     return log_p, residual
@@ -206,7 +209,8 @@ class SeMoBridgeTLoss:
                 targets * weights, shots_T))
         self.y = backend.asindices(y)
         self.flat_targets = self.weighted_targets.reshape(-1)
-        self.scores = asarray(np.zeros((n_classes, 2 * n + 2 * n_classes)))
+        self.scores, self.residual = (
+            asarray(np.zeros((n_classes, 2 * n + 2 * n_classes))) for _ in range(2))
         # Row blocks that go through the same operation share one array, one call for
         # both: the unit bridged shots e above their class sums E_raw (one product with
         # W), f_hat above F_raw (one normalisation) and their gradients.
@@ -251,7 +255,7 @@ class SeMoBridgeTLoss:
         xp.matmul(self.T_unit, F_hat.T, out=scores[:, 2 * n : 2 * n + c])
         xp.matmul(self.pre_unit, E.T, out=scores[:, 2 * n + c :])
         log_p, residual = log_softmax_and_residual(scores, self.weighted_targets,
-                                                   self.column_weights)
+                                                   self.column_weights, out=self.residual)
         total = -(log_p.reshape(-1) @ self.flat_targets)
         # back through the scores, the normalisations and the class sums (whose
         # transposes are gathers of the classes' rows, not one-hot products)
