@@ -28,9 +28,9 @@ def few_enough_for_span(n_samples, dim):
     """Whether ``in_span`` trains the map in the span of ``n_samples`` shots of ``dim``."""
     return n_samples <= SPAN_MAX_SHARE * dim
 
-#: Each shot's own class's cosine during the hardest negative's argmax: cosines lie in
-#: [-1, 1], so the shot's class then ranks below every other.
-_OWN_CLASS_PENALTY = -3.0
+#: Each shot's own class's cosine while the hardest negative's argmax runs: cosines lie
+#: in [-1, 1], so the shot's class then ranks below every other.
+_BELOW_ANY_COSINE = -3.0
 
 
 class CMMRefinementLoss:
@@ -138,8 +138,8 @@ class CMMRefinementLoss:
         # mapped shots, above the prototypes when they are trained, share one: one
         # normalisation for both, and one for their gradients.
         # The (n_classes, n) cosines (turned into the scores in place) and the
-        # cross-entropy's residual are work arrays too: at ImageNet scale fresh ones cost
-        # more to map than to fill (the OS zeroes their pages each time).
+        # cross-entropy's residual are work arrays too: at ImageNet scale a fresh one costs
+        # about as much to map as to fill (the OS zeroes its pages each time).
         n_rows = n + len(T0) if train_text else n
         self.rows, self.d_rows, self.d_map, self.cos, self.residual = (
             asarray(np.zeros(shape)) for shape in (
@@ -199,7 +199,7 @@ class CMMRefinementLoss:
         if self.triplet_weight:  # the hinges, before the cosines become the scores
             cos_flat = cos.reshape(-1)
             own = cos_flat.take(self.own_flat)
-            cos_flat[self.own_flat] = _OWN_CLASS_PENALTY
+            cos_flat[self.own_flat] = _BELOW_ANY_COSINE
             negatives_flat = cos.argmax(axis=0) * n + self.columns
             hinge = self.margin - own + cos_flat.take(negatives_flat)
             cos_flat[self.own_flat] = own

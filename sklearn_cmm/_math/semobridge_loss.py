@@ -94,7 +94,8 @@ def log_softmax_and_residual(scores, targets, column_weights, out=None):
         Weight of each column in the loss.
     out : array of the shape of ``scores``, or None
         A work array that receives the residual: at ImageNet scale a fresh array of the
-        scores' size costs more to map than to fill (the OS zeroes its pages each time).
+        scores' size costs about as much to map as to fill (the OS zeroes its pages each
+        time).
 
     Returns
     -------
