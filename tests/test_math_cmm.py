@@ -203,7 +203,7 @@ def test_refinement_loss_keeps_nothing_from_one_call_to_the_next(backend, train_
                      for _ in range(2))
     reused = CMMRefinementLoss(V, y, W0, T0, backend=arrays, **options)
     first_total, first_grad = reused.value_and_grad(first)
-    kept = np.array(first_grad, copy=True)
+    kept = np.asarray(first_grad).copy()
     total, grad = reused.value_and_grad(second)
     fresh_total, fresh_grad = CMMRefinementLoss(V, y, W0, T0, backend=arrays,
                                                 **options).value_and_grad(second)

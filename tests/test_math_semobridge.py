@@ -500,7 +500,7 @@ def test_loss_keeps_nothing_from_one_call_to_the_next(problem, backend, shots):
 
     reused = loss()
     first_total, first_grad = reused.value_and_grad(stacked[0])
-    kept = np.array(first_grad, copy=True)
+    kept = np.asarray(first_grad).copy()
     second = reused.value_and_grad(stacked[1])
     fresh = loss().value_and_grad(stacked[1])
     assert float(second[0]) == float(fresh[0]) != float(first_total)
