@@ -84,9 +84,11 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         the identity) exactly, without torch. ``"auto"`` follows the problem size: as many
         as about ``1e12`` flops afford, between 10 and 100
         (:func:`refinement_budget`); an iteration costs about ``4 n_samples * dim * (dim +
-        (2 + train_text) * n_classes)`` flops, about 0.1 TFLOP for 1000 classes x 16 shots
-        x 512 dims, so such a fit stays within about half a minute on one CPU core while
-        small problems run to convergence.
+        (2 + train_text) * n_classes)`` flops, so small problems run to convergence, while
+        at 1000 classes x 16 shots (0.12 TFLOP an iteration at 512 dims) the floor of 10
+        holds. There the default fit, which also refines the three cross-fitted refits of
+        ``image_weight="auto"`` and the temperature, takes about 30 s at 512 dims and
+        40 s at 1024 on 2 CPU cores (``benchmarks/bench_scale.py``, ``bench_fit.py``).
     tol : float, default=1e-5
         L-BFGS stops when the loss or a step changes by less than ``tol``, or when the
         largest entry of the gradient is below it. Ignored by AdamW.
@@ -467,8 +469,9 @@ CROSS_FIT_FOLDS = 3
 #: increasing order (ties go to the smaller).
 AUTO_IMAGE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
-#: Floating-point operations the "auto" refinement budget affords (about 30 s on one
-#: CPU core at ~35 GFLOP/s).
+#: Floating-point operations the "auto" refinement budget affords: about 10 s of float32
+#: products on one core of the development machine (numpy, ~100 GFLOP/s), 30 s at the
+#: ~35 GFLOP/s of the torch refinement it was set for.
 AUTO_FLOPS = 1e12
 #: Bounds of the "auto" number of iterations.
 AUTO_MIN_ITER, AUTO_MAX_ITER = 10, 100
