@@ -133,13 +133,12 @@ class CMMRefinementLoss:
         # cost of two-dimensional indexing at few-shot sizes
         self.n, self.columns = n, backend.asindices(np.arange(n))
         self.own_flat = backend.asindices(np.asarray(y) * n + np.arange(n))
-        # Work arrays, reused by every evaluation. The map's gradient goes to one before
-        # it joins the penalty's in a fresh array (the caller keeps each gradient). The
-        # mapped shots, above the prototypes when they are trained, share one: one
-        # normalisation for both, and one for their gradients.
-        # The (n_classes, n) cosines (turned into the scores in place) and the
-        # cross-entropy's residual are work arrays too: at ImageNet scale a fresh one costs
-        # about as much to map as to fill (the OS zeroes its pages each time).
+        # Work arrays, reused by every evaluation: at ImageNet scale a fresh (n_classes, n)
+        # array costs about as much to map as to fill (the OS zeroes its pages each time).
+        # The map's gradient goes to one before it joins the penalty's in a fresh array
+        # (the caller keeps each gradient). The mapped shots, above the prototypes when
+        # they are trained, share one, normalised in place: one normalisation for both,
+        # and one for their gradients. The cosines become the scores in place.
         n_rows = n + len(T0) if train_text else n
         self.rows, self.d_rows, self.d_map, self.cos, self.residual = (
             asarray(np.zeros(shape)) for shape in (
