@@ -29,8 +29,11 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
 
     classes : array-like of shape (n_rows,) or None, default=None
         The label of each row of an array ``text_features``, so that the array may cover
-        more classes than a fit sees (a meta-estimator's fold, ``OneVsRestClassifier``).
-        None: the rows are the classes of ``y`` in sorted order.
+        more classes than a fit sees (a cross-validation fold that lacks a class).
+        None: the rows are the classes of ``y`` in sorted order. Meta-estimators that
+        relabel the targets (``OneVsRestClassifier`` and ``OneVsOneClassifier`` fit on 0
+        and 1) need a text-free classifier: with ``classes`` their 0 and 1 would meet the
+        text rows of the classes labelled 0 and 1.
 
     class_names : dict or None, default=None
         Readable name of each label for the prompts; string labels are their own names.
@@ -62,12 +65,14 @@ TEXT_PARAMETERS_DOC = """text_features : array-like of shape (n_rows, dim), dict
         makes them). ``fit`` takes every view as a shot of the row's class (class means,
         training), and whatever it validates on the shots (the temperature, searches,
         early stopping) holds out whole images, views and all, and scores their own
-        embeddings only. Prediction uses each row's first embedding.
+        embeddings only. Prediction uses each row's first embedding, and the fitted
+        attributes and ``transform`` have the dimension of one embedding
+        (``n_features_in_ // n_views``).
 
     random_state : int, RandomState instance or None, default=None
         Seeds what is random in a fit: the ``n_shots`` draw and, where an estimator
-        has one, the random search of ``search="cv"``. Training is full batch and
-        needs no seed.
+        has them, the random search of ``search="cv"`` and the draws of what it
+        validates on (folds, held-out shots). Training is full batch and needs no seed.
 
     n_jobs : int or None, default=None
         CPU threads of ``fit``: BLAS's, and torch's intra-op threads where the fit trains
@@ -322,7 +327,13 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         with views, each row's first embedding."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.asarray(X[:, : self.n_features_in_ // self.n_views], dtype=np.float64)
+        return np.asarray(X[:, : self._n_features_out], dtype=np.float64)
+
+    @property
+    def _n_features_out(self):
+        """The dimension of one embedding: the features prediction reads, and those
+        ``transform`` returns where a classifier has one (``get_feature_names_out``)."""
+        return self.n_features_in_ // self.n_views
 
     def _validated_logits(self, X):
         return self._logits(self._validated_features(X))

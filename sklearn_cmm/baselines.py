@@ -34,9 +34,12 @@ class ZeroShotClassifier(FewShotClassifierBase):
     """CLIP zero-shot classification: the class whose text prototype is most similar.
 
     The logits are ``logit_scale * cos(x, t_c)`` with ``t_c`` the prompt-ensembled text
-    prototype of class ``c``; the training images only tell which classes exist. Text-free
-    (``text_encoder=None`` and no ``text_features``) it is a nearest-centroid classifier
-    under cosine similarity, the centroids being the class means of the normalised images.
+    prototype of class ``c``. The training images tell which classes exist and, with
+    ``calibration="temperature"``, set the temperature of :meth:`predict_proba` (fitted
+    on their logits: with no labelled images, fit on one dummy row per class with
+    ``calibration=None``). Text-free (``text_encoder=None`` and no ``text_features``) it is
+    a nearest-centroid classifier under cosine similarity, the centroids being the class
+    means of the normalised images.
 
     Parameters
     ----------

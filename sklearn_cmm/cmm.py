@@ -440,11 +440,6 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         mapped, image = self._logit_terms(X)
         return mapped + (self.logit_scale * self.image_weight_) * image
 
-    @property
-    def _n_features_out(self):
-        """Mapped features have the input's dimension (``get_feature_names_out``)."""
-        return self.n_features_in_
-
     def transform(self, X):
         """Map image features into the text space.
 

@@ -589,8 +589,10 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     def _projection(self, class_text, n_features):
         """The text projection ``W`` and the kind of bridge it gives."""
         if self.text_projection is not None:
+            # a copy, as scikit-learn's estimators keep: text_projection_ is not the
+            # user's array, which may change after the fit
             W = check_array(
-                self.text_projection, dtype=np.float64, input_name="text_projection"
+                self.text_projection, dtype=np.float64, copy=True, input_name="text_projection"
             )
         elif class_text is not None and class_text.text_projection is not None:
             W = np.asarray(class_text.text_projection, dtype=np.float64)
@@ -743,12 +745,6 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
 
     def _calibration_logits(self, X, y_encoded, class_text, rng):
         return self.__dict__.pop("_held_out_logits")
-
-    @property
-    def _n_features_out(self):
-        """Bridged features have the dimension of an image's embedding
-        (``get_feature_names_out``)."""
-        return self.n_features_in_ // self.n_views
 
     def transform(self, X):
         """Bridge image embeddings into the text modality: ``normalize(f_hat(X))``.

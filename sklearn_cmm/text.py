@@ -302,7 +302,8 @@ def class_text_features(
 
     pre_projection = projection = None
     if with_projection and hasattr(encoder, "encode_text_pre_projection"):
-        projection = np.asarray(encoder.text_projection, dtype=np.float64)
+        # a copy: a fitted estimator keeps it, and the encoder's own array may change
+        projection = np.array(encoder.text_projection, dtype=np.float64)
         all_prompts = [
             template.format(name)
             for name in class_names_of(classes, class_names)

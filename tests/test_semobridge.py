@@ -209,6 +209,22 @@ def test_projection_and_pre_projection_come_from_the_encoder(data):
     assert encoder.calls == 0
 
 
+def test_the_fitted_projection_is_a_copy_of_the_given_one(data):
+    X_train, y_train, X_test, _, text, W = data
+    W = np.array(W, dtype=np.float64)  # what check_array would keep as it is
+    given = SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None,
+                                 search=None).fit(X_train, y_train)
+    encoder = FakeCLIPText({f"class{c}": text[c] for c in range(5)}, W)
+    encoded = SeMoBridgeClassifier(text_encoder=encoder, templates=("0|{}",),
+                                   class_names={c: f"class{c}" for c in range(5)},
+                                   search=None).fit(X_train, y_train)
+    before = given.predict_proba(X_test)
+    W *= -3  # the user's array (and the encoder's) changes after the fit
+    for clf in (given, encoded):
+        assert not np.shares_memory(clf.text_projection_, W)
+    np.testing.assert_array_equal(given.predict_proba(X_test), before)
+
+
 def test_text_without_projection_is_an_error(data):
     X_train, y_train, _, _, text, _ = data
     clf = SeMoBridgeClassifier(text_features=text, text_encoder=None)

@@ -194,6 +194,19 @@ def test_tip_adapter_f_trains_each_view_without_its_image_keys(problem, monkeypa
     np.testing.assert_array_equal(seen[0], (rows // v)[:, None] * v + np.arange(v))
 
 
+@pytest.mark.parametrize("estimator, params", [(CrossModalMappingClassifier, {"max_iter": 0}),
+                                               (SeMoBridgeClassifier, {"search": None})])
+def test_transform_and_its_feature_names_have_one_embedding_per_row(problem, estimator, params):
+    pd = pytest.importorskip("pandas")
+    n_rows = len(problem["X"])
+    X = problem["views"][:, :2].reshape(n_rows, 2 * DIM)
+    clf = estimator(n_views=2, **params, **_text(problem, estimator)).fit(X, problem["y"])
+    names = clf.get_feature_names_out()
+    assert clf.transform(X).shape == (n_rows, DIM) == (n_rows, len(names))
+    frame = clf.set_output(transform="pandas").transform(X)
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
+
+
 def test_n_views_must_divide_the_features(problem):
     with pytest.raises(ValueError, match="not a multiple of n_views=3"):
         ZeroShotClassifier(text_features=None, n_views=3).fit(problem["X"], problem["y"])
