@@ -1,6 +1,7 @@
 """CLIPFeaturizer: images in, CLIP image embeddings out, as a scikit-learn transformer."""
 
 import os
+import threading
 from collections import deque
 from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
@@ -345,9 +346,17 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         if n_workers is None:  # on the CPU, decoding takes the cores the model leaves
             n_workers = min(_MAX_AUTO_WORKERS, max(available_cores() - model_threads, 1))
 
+        # A PIL image decodes lazily from its open file, which is not safe to read from
+        # two threads: the tasks of one such image (its views, or the object twice in X)
+        # take turns decoding it.
+        decode_locks = {id(image): threading.Lock() for image in images
+                        if isinstance(image, Image.Image)}
+
         def prepare(index):
             image_index, rng = items[index]
-            image = _as_rgb(images[image_index], image_index)
+            item = images[image_index]
+            with decode_locks.get(id(item), nullcontext()):
+                image = _as_rgb(item, image_index)
             if rng is not None:
                 image = augmented_view(image, self.augmentation, rng)
             return loaded.prepare(image)

@@ -54,7 +54,8 @@ class ClassText(NamedTuple):
     prototypes : ndarray of shape (n_classes, dim)
         Prompt-ensembled text features, rows L2-normalised.
     pre_projection : ndarray of shape (n_classes, width) or None
-        Mean over prompts of the text features before ``text_projection``.
+        Mean over prompts of the text features before ``text_projection``, where the
+        encoder made every prototype (None where ``text_features`` gave some).
     text_projection : ndarray of shape (width, dim) or None
         The matrix taking pre-projection text features to ``prototypes``' space.
     """
@@ -304,13 +305,11 @@ def class_text_features(
     if with_projection and hasattr(encoder, "encode_text_pre_projection"):
         # a copy: a fitted estimator keeps it, and the encoder's own array may change
         projection = np.array(encoder.text_projection, dtype=np.float64)
-        all_prompts = [
-            template.format(name)
-            for name in class_names_of(classes, class_names)
-            for template in templates
-        ]
+    if projection is not None and len(missing) == len(classes):
+        # Only where the encoder made every prototype are its pre-projection features
+        # theirs; given text_features have none (nor, with integer labels, a name).
         pre = _encoded(
-            encoder.encode_text_pre_projection, all_prompts, projection.shape[0],
+            encoder.encode_text_pre_projection, prompts, projection.shape[0],
             "encode_text_pre_projection",
         )
         pre_projection = pre.reshape(len(classes), len(templates), -1).mean(axis=1)

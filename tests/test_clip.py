@@ -1,7 +1,9 @@
 """The CLIP model layer: loading, preprocessing, the model cache, the text encoder."""
 
 import copy
+import os
 import pickle
+import threading
 import time
 
 import huggingface_hub
@@ -110,6 +112,13 @@ def test_config_errors(tmp_path, tiny_clip):
     write_config(tmp_path / f"{tiny_clip.name}.json", config=other)
     with pytest.raises(ValueError, match="already has a different model config"):
         config.model_name(tmp_path / f"{tiny_clip.name}.json")
+    # open_clip's own model under its name is that model; with a preprocess_cfg, another
+    builtin = open_clip.get_model_config("RN50")
+    assert config.model_name(write_config(tmp_path / "RN50.json", config=builtin)) == "RN50"
+    (tmp_path / "other").mkdir()
+    write_config(tmp_path / "other" / "RN50.json", config=builtin, preprocess_cfg={"mean": [0.5] * 3})
+    with pytest.raises(ValueError, match="already has a different model config named 'RN50'"):
+        config.model_name(tmp_path / "other" / "RN50.json")
     write_config(tmp_path / "odd-preprocess.json", preprocess_cfg={"crop": 3})
     with pytest.raises(ValueError, match="unknown keys \\['crop'\\]"):
         config.model_name(tmp_path / "odd-preprocess.json")
@@ -144,6 +153,40 @@ def test_models_are_cached_per_weights_and_device(tiny_clip, count_loads):
     assert count_loads == [tiny_clip.name]
     load_model(tiny_clip.name, None)
     assert len(count_loads) == 2
+
+
+def _saved_again(path, write):
+    """``write(path)``, then a modification time a second later than before: a file saved
+    again within the file system's time resolution would keep its time."""
+    before = path.stat().st_mtime_ns
+    write(path)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_a_checkpoint_saved_again_at_its_path_is_loaded_again(tiny_clip, count_loads, tmp_path):
+    checkpoint = tmp_path / "tiny.pt"
+    old, new = (random_state_dict(tiny_clip.name, seed=seed) for seed in (1, 2))
+    torch.save(old, checkpoint)
+    count_loads.clear()
+    first = load_model(tiny_clip.name, checkpoint)
+    assert load_model(tiny_clip.name, checkpoint) is first
+    _saved_again(checkpoint, lambda path: torch.save(new, path))
+    second = load_model(tiny_clip.name, checkpoint)
+    assert len(count_loads) == 2
+    for name, tensor in new.items():
+        torch.testing.assert_close(second.model.state_dict()[name], tensor)
+
+
+def test_a_config_edited_in_place_is_read_again(count_loads, tmp_path):
+    path = write_config(tmp_path / "sklearn-cmm-test-edited.json", preprocess_cfg={"mean": [0.5] * 3})
+    first = load_model(path, None)
+    _saved_again(path, lambda path: write_config(path, preprocess_cfg={"mean": [0.25] * 3}))
+    second = load_model(path, None)
+    assert first.preprocess_cfg["mean"] == [0.5] * 3 and second.preprocess_cfg["mean"] == [0.25] * 3
+    assert load_model("sklearn-cmm-test-edited", None) is second
+    wider = {**TINY_CONFIG, "embed_dim": 16}
+    _saved_again(path, lambda path: write_config(path, config=wider))
+    assert load_model(path, None).embed_dim == 16 and len(count_loads) == 3
 
 
 def test_model_cache_is_bounded(tiny_clip, count_loads, monkeypatch):
@@ -351,6 +394,43 @@ def test_pre_projection_times_projection_is_encode_text(tiny_clip):
     # The projection was put back: projected features are still projected.
     loaded = load_model(tiny_clip.name, tiny_clip.checkpoint)
     assert isinstance(loaded.model.text_projection, torch.nn.Parameter)
+
+
+def test_the_projection_is_read_only_while_no_encoding_has_it_swapped_out(tiny_clip):
+    # Pre-projection features take the projection out of the model for a moment; another
+    # thread (a threaded grid search's SeMoBridge fit) reading it then must wait.
+    encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
+    loaded = load_model(tiny_clip.name, tiny_clip.checkpoint)
+    tokenizer, read = loaded.tokenizer, {}
+
+    def reader():
+        try:
+            read["projection"] = encoder.text_projection
+        except ValueError as exc:
+            read["error"] = exc
+
+    def tokenizer_that_starts_a_reader(texts):
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(0.2)
+        read["waited"] = thread.is_alive()
+        read["thread"] = thread
+        return tokenizer(texts)
+
+    loaded.tokenizer = tokenizer_that_starts_a_reader
+    try:
+        encoder.encode_text_pre_projection(["a new prompt to encode."])
+    finally:
+        loaded.tokenizer = tokenizer
+    read["thread"].join()
+    assert read["waited"] and "error" not in read
+    np.testing.assert_array_equal(read["projection"], encoder.text_projection)
+
+
+def test_one_string_is_not_a_list_of_texts(tiny_clip):
+    encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint)
+    with pytest.raises(ValueError, match="a list of strings.*one string"):
+        encoder.encode_text("a cat")
 
 
 def test_projection_that_is_not_a_matrix_is_a_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 """CLIPFeaturizer: same embeddings as open_clip, every input kind, errors, sklearn API."""
 
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
@@ -152,6 +153,29 @@ def test_random_views_are_the_seeded_views_whatever_the_threads(tiny_clip, refer
     np.testing.assert_allclose(one_thread.fit_transform(images), X, atol=1e-6)
     other_seed = one_thread.set_params(random_state=8).fit_transform(images)
     assert np.abs(other_seed - X).max() > 1e-3
+
+
+def test_an_opened_pil_image_is_decoded_by_one_thread_at_a_time(featurizer, image_files,
+                                                                 monkeypatch):
+    # Its views (and the same object twice in X) are tasks of the decoding threads, and
+    # an opened file read from two threads at once fails ("image file is truncated").
+    exif_transpose, decoding, overlaps = ImageOps.exif_transpose, set(), []
+
+    def slow_exif_transpose(image):
+        overlaps.append(id(image) in decoding)
+        decoding.add(id(image))
+        time.sleep(0.02)  # widens the window in which another thread would enter
+        try:
+            return exif_transpose(image)
+        finally:
+            decoding.discard(id(image))
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", slow_exif_transpose)
+    opened = [Image.open(p) for p in image_files.paths[:2]]
+    X = clone(featurizer).set_params(train_views=2, random_state=0, num_workers=4).fit_transform(
+        [opened[0], opened[1], opened[0]])
+    assert len(overlaps) == 9 and not any(overlaps)
+    assert np.isfinite(X).all()
 
 
 def test_a_pipeline_fits_on_views_and_predicts_from_plain_images(featurizer, image_files):

@@ -100,6 +100,22 @@ def test_projection_and_pre_projection_from_encoder():
     np.testing.assert_allclose(text.pre_projection[1], expected)
 
 
+@pytest.mark.parametrize("text_features, encoded", [
+    (np.ones((2, 6)), []),
+    ({0: np.ones(6)}, [["a dog"]]),
+])
+def test_given_text_takes_only_the_projection_from_the_encoder(text_features, encoded):
+    # Given prototypes have no pre-projection features (and integer labels no names to
+    # encode them by): SeMoBridge-T then takes their preimage under the projection.
+    encoder = HashEncoder()
+    text = class_text_features(
+        [0, 1], 6, text_features=text_features, class_names={1: "dog"}, templates=["a {}"],
+        text_encoder=encoder, with_projection=True,
+    )
+    assert encoder.calls == encoded and text.pre_projection is None
+    np.testing.assert_array_equal(text.text_projection, encoder.text_projection)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

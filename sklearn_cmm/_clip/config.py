@@ -24,8 +24,23 @@ PREPROCESS_KEYS = ("mode", "mean", "std", "interpolation", "resize_mode", "fill_
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 _LOCK = threading.RLock()
-_REGISTERED_CONFIGS = {}  # resolved .json path -> open_clip model name
+_REGISTERED_CONFIGS = {}  # resolved .json path -> (its file_version, open_clip model name)
 _CONFIG_PREPROCESS = {}  # model name -> preprocess_cfg carried by its registered config
+_CONFIG_VERSIONS = {}  # model name -> file_version of its registered config
+
+
+def file_version(path):
+    """``(modification time in ns, size)`` of a file: what tells an edited or replaced
+    file at the same path from the one read before."""
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+
+
+def config_version(name):
+    """The :func:`file_version` of the config that last changed model ``name`` (None for
+    open_clip's own models): part of a loaded model's identity."""
+    with _LOCK:
+        return _CONFIG_VERSIONS.get(name)
 
 
 def open_clip_module():
@@ -40,12 +55,14 @@ def open_clip_module():
 
 
 def _register_config(path):
-    """Register the open_clip model config at ``path`` (once) and return its model name."""
+    """Register the open_clip model config at ``path`` and return its model name; again
+    when the file has changed since (an edited config replaces its earlier version)."""
     path = Path(path).expanduser().resolve()
     with _LOCK:
-        if path in _REGISTERED_CONFIGS:
-            return _REGISTERED_CONFIGS[path]
         try:
+            version = file_version(path)
+            if _REGISTERED_CONFIGS.get(path, (None,))[0] == version:
+                return _REGISTERED_CONFIGS[path][1]
             config = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"Cannot read the model config {str(path)!r}: {exc}") from exc
@@ -65,14 +82,15 @@ def _register_config(path):
         name = path.stem
         open_clip = open_clip_module()
         existing = open_clip.get_model_config(name)
-        if existing is not None and (
-            existing != config or _CONFIG_PREPROCESS.get(name, preprocess) != preprocess
-        ):
+        # open_clip's own models carry no preprocess_cfg of a config (theirs comes with
+        # their pretrained tags): a config of that name that sets one is another model
+        changed = existing != config or _CONFIG_PREPROCESS.get(name, {}) != preprocess
+        if changed and existing is not None and path not in _REGISTERED_CONFIGS:
             raise ValueError(
                 f"open_clip already has a different model config named {name!r}; rename "
                 f"{str(path)!r} so that its file name (the model name) is unique."
             )
-        if existing is None:
+        if existing != config:
             # open_clip registers configs from files and passes every config key to the
             # model's constructor, so a config with a preprocess_cfg is registered from a
             # stripped copy. open_clip reads a file when it is added (and skips a missing
@@ -81,8 +99,10 @@ def _register_config(path):
                 stripped = Path(folder) / f"{name}.json"
                 stripped.write_text(json.dumps(config))
                 open_clip.add_model_config(stripped)
-        _CONFIG_PREPROCESS[name] = preprocess
-        _REGISTERED_CONFIGS[path] = name
+        if changed:  # another model than any loaded under this name before
+            _CONFIG_VERSIONS[name] = version
+            _CONFIG_PREPROCESS[name] = preprocess
+        _REGISTERED_CONFIGS[path] = version, name
         return name
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .._torch import resolve_device
-from .config import PRECISIONS, PREPROCESS_KEYS, config_preprocess, model_name, open_clip_module
+from .config import (PRECISIONS, PREPROCESS_KEYS, config_preprocess, config_version, file_version,
+                     model_name, open_clip_module)
 from .weights import local_checkpoint_settings, tag_checkpoint, weights_source
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -65,19 +66,23 @@ def _canonical_device(device):
 
 @dataclass(frozen=True)
 class ModelKey:
-    """Identity of loaded weights: model name, where the weights come from, device."""
+    """Identity of loaded weights: model name, where the weights come from, device, and
+    the versions of the files they were read from (an edited config or a checkpoint
+    saved again at the same path is another model)."""
 
     name: str
     source: str  # "tag", "file" or "random"
     weights: str | None  # the tag, the resolved file path, or None
     device: str
+    versions: tuple  # file_version of the config (None: open_clip's) and of the weights file
 
 
 def model_key(model, pretrained, device="cpu"):
     """The :class:`ModelKey` of a model spec; reads configs, loads no weights."""
     name = model_name(model)
     source, weights = weights_source(name, pretrained)
-    return ModelKey(name, source, weights, str(_canonical_device(device)))
+    versions = (config_version(name), file_version(weights) if source == "file" else None)
+    return ModelKey(name, source, weights, str(_canonical_device(device)), versions)
 
 
 def _text_tower(model):
@@ -150,6 +155,10 @@ class LoadedModel:
 
     def text_projection(self):
         """The text tower's projection matrix ``(width, embed_dim)`` as a tensor."""
+        with self.text_lock:  # not while a text encoding has it swapped out
+            return self._text_projection()
+
+    def _text_projection(self):
         projection = getattr(_text_tower(self.model), "text_projection", None)
         if not isinstance(projection, torch.Tensor) or projection.ndim != 2:
             raise ValueError(
@@ -161,6 +170,9 @@ class LoadedModel:
 
     def encode_texts(self, texts, *, precision, batch_size, projected):
         """Text features of ``texts`` (float32 array), memoised per model and precision."""
+        if isinstance(texts, str):  # list() would split it into characters
+            raise ValueError(f"Texts to encode must be a list of strings; got one string, "
+                             f"{texts[:40]!r}: pass [text].")
         texts = list(texts)
         bad = [t for t in texts if not isinstance(t, str)]
         if bad:
@@ -185,9 +197,9 @@ class LoadedModel:
 
     def _run_text_tower(self, texts, precision, batch_size, projected):
         tower = _text_tower(self.model)
-        projection = None if projected else self.text_projection()
         rows = []
         with self.text_lock, torch.inference_mode(), autocast(self.device, precision):
+            projection = None if projected else self._text_projection()
             try:
                 if projection is not None:
                     # The model's own encode_text skips the projection when it is None,
