@@ -1,17 +1,23 @@
+import argparse
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from sklearn_cmm.bundled import load_fashion_mnist_sample
 from sklearn_cmm.cli import SUBCOMMANDS, build_parser, main, plain_text
-from sklearn_cmm.protocol import demo, extract, runner, synthetic
+from sklearn_cmm.protocol import demo, extract, report, runner, synthetic
 from sklearn_cmm.protocol.methods import search_space
 from sklearn_cmm.protocol.synthetic import make_synthetic_features
 from sklearn_cmm.semobridge import SeMoBridgeClassifier
 
 # what reStructuredText and Sphinx leave in text: roles, double back-quotes
 _MARKUP = re.compile(r":\w+:`|``")
+# a folder that cannot be made: its parent is a file
+_UNDER_A_FILE = f"{__file__}/out"
+_EXTRACT = ["extract-features", "--dataset-root", ".", "--dataset", "dtd", "--out", "x"]
 
 
 def _help(capsys, argv):
@@ -59,6 +65,14 @@ def _fail(*args, **kwargs):
      "/nonexistent"),
     (["extract-features", "--dataset-root", ".", "--dataset", "dtd", "--out", "x",
       "--batch-size", "0"], "--batch-size"),
+    (["demo", "--device", "tpu"], "argument --device: device='tpu'"),
+    (["benchmark", "--features", ".", "--methods", "cmm", "--device", "tpu"],
+     "argument --device: device='tpu'"),
+    ([*_EXTRACT, "--device", "tpu"], "argument --device: device='tpu'"),
+    (["demo", "--out", _UNDER_A_FILE], f"argument --out: {_UNDER_A_FILE!r}"),
+    (["benchmark", "--features", ".", "--out", _UNDER_A_FILE],
+     f"argument --out: {_UNDER_A_FILE!r}"),
+    ([*_EXTRACT[:-1], _UNDER_A_FILE], f"argument --out: {_UNDER_A_FILE!r}"),
 ])
 def test_a_wrong_argument_exits_2_with_one_line_before_any_work(argv, problem, capsys,
                                                                  monkeypatch):
@@ -69,6 +83,81 @@ def test_a_wrong_argument_exits_2_with_one_line_before_any_work(argv, problem, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and problem in err and f"sklearn-cmm {argv[0]}" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo"], ["benchmark", "--features", "."], _EXTRACT,
+])
+def test_device_cuda_without_cuda_exits_2_before_any_work(argv, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for module in (demo, runner, extract):
+        monkeypatch.setattr(module, "run", _fail)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--device", "cuda"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --device: device='cuda'" in err
+
+
+def test_out_is_checked_without_making_anything(tmp_path, monkeypatch):
+    out = tmp_path / "new" / "folder"
+    assert report.writable_dir(str(out)) == out
+    assert list(tmp_path.iterdir()) == []  # made by the run, after its work
+    monkeypatch.setattr(report.os, "access", lambda path, mode: False)  # root writes anywhere
+    with pytest.raises(argparse.ArgumentTypeError, match="is not writable"):
+        report.writable_dir(str(out))
+
+
+class _Started(Exception):
+    """The work began: every argument check passed."""
+
+
+def _start(*args, **kwargs):
+    raise _Started
+
+
+@pytest.mark.parametrize("shots", ["1,{n}", "{n}", "1000"])
+def test_demo_checks_shots_against_the_class_sizes_before_any_work(shots, capsys, monkeypatch):
+    n = np.bincount(load_fashion_mnist_sample().target).min()
+    monkeypatch.setattr(demo, "_pipeline_check", _fail)
+    shots = shots.format(n=n)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--shots", shots, "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--shots {shots.removeprefix('1,')}:" in err
+    assert f"at most {n - 1} shots" in err
+    monkeypatch.setattr(demo, "_pipeline_check", _start)
+    with pytest.raises(_Started):  # one test image a class is enough
+        main(["demo", "--shots", f"1,{n - 1}", "--quiet"])
+
+
+@pytest.mark.parametrize("extra, problem", [
+    (["--model", "NoSuchModel"], "--model: Unknown CLIP model 'NoSuchModel'"),
+    (["--model", "/nonexistent.json"], "--model: Cannot read the model config"),
+    (["--pretrained", "/nonexistent.pt"], "--pretrained: pretrained='/nonexistent.pt'"),
+    (["--model", "ViT-B-16", "--pretrained", "no-such-tag"], "tags: openai"),
+])
+def test_extract_checks_model_and_weights_before_any_work(extra, problem, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setattr(extract, "extract_dataset", _fail)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract-features", "--dataset-root", str(tmp_path), "--dataset", "dtd",
+              "--out", str(tmp_path / "out"), *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_accepts_a_model_config_and_checkpoint_file(tiny_clip, tmp_path, monkeypatch):
+    monkeypatch.setattr(extract, "extract_dataset", _start)
+    with pytest.raises(_Started):
+        main(["extract-features", "--dataset-root", str(tmp_path), "--dataset", "dtd",
+              "--out", str(tmp_path), "--model", str(tiny_clip.config_path),
+              "--pretrained", str(tiny_clip.checkpoint)])
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +171,8 @@ def tiny_features(tmp_path_factory):
 @pytest.mark.parametrize("extra, problem", [
     ([], "No matching feature file"),
     (["--set", "cmm.no_such_parameter=1"], "no_such_parameter"),
+    (["--set", "cmm.alpha=abc"], "--set: The 'alpha' parameter"),
+    (["--set", "linear-probe.C=abc"], "--set: The 'C' parameter"),
 ])
 def test_benchmark_checks_files_and_parameters_before_any_work(extra, problem, tmp_path,
                                                                tiny_features, capsys,
@@ -94,6 +185,19 @@ def test_benchmark_checks_files_and_parameters_before_any_work(extra, problem, t
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and problem in err
+
+
+def test_benchmark_checks_its_default_out_before_any_work(tmp_path, capsys, monkeypatch):
+    make_synthetic_features(tmp_path, ["eurosat"], dim=16, n_classes=4,
+                            caps={"train": 8, "val": 4, "test": 6})
+    (tmp_path / "benchmark").write_text("")  # FEATURES/benchmark cannot be a folder
+    monkeypatch.setattr(runner, "evaluate", _fail)
+    monkeypatch.setattr(runner, "plan", _fail)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--features", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out:" in err and "is a file" in err
 
 
 def test_benchmark_prints_its_cost_first_and_flags_synthetic_features(tiny_features,

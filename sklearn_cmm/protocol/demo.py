@@ -13,17 +13,19 @@ against shots.
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .report import (
+    UsageError,
+    available_device,
     int_list,
     limit_threads,
     mean_std,
     method_list,
     positive_int,
     run_environment,
+    writable_dir,
     write_json,
 )
 
@@ -42,13 +44,24 @@ def add_arguments(parser):
     parser.add_argument("--methods", type=method_list, default=DEMO_METHODS,
                         help="comma-separated methods (default "
                         f"{DEMO_METHODS.replace(',', ', ')})")
-    parser.add_argument("--out", type=Path, default=Path("sklearn-cmm-demo"),
+    parser.add_argument("--out", type=writable_dir, default="sklearn-cmm-demo",
                         help="folder for results.csv, results.json and accuracy_vs_shots.png")
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--device", type=available_device, default="auto",
+                        help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="limit BLAS and torch CPU threads (default: each fit and the "
                         "featurizer size their own, one thread at the demo's sizes)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_shots(shots_list, y):
+    """Every number of shots must leave each class an image to test (FewShotSplit's rule)."""
+    smallest = int(np.bincount(y).min())
+    too_many = [s for s in shots_list if s >= smallest]
+    if too_many:
+        raise UsageError(
+            f"--shots {','.join(map(str, too_many))}: at most {smallest - 1} shots a class, "
+            f"the smallest class of the demo's images has {smallest}")
 
 
 def _pipeline_check(data, device, verbose):
@@ -189,6 +202,7 @@ def run(args):
     methods = args.methods
     start = time.perf_counter()
     data = load_fashion_mnist_sample()
+    _check_shots(args.shots, data.target)
     print(f"sklearn-cmm {__version__} demo: {len(data.target)} held-out Fashion-MNIST images, "
           f"model {BUNDLED_MODEL!r}, methods {', '.join(methods)}")
 

@@ -34,7 +34,7 @@ from .datasets import (
     read_split,
 )
 from .features import feature_file_name, save_features, text_arrays
-from .report import existing_dir, positive_int
+from .report import UsageError, available_device, existing_dir, positive_int, writable_dir
 
 _DEFAULT_CHUNK = 4096
 
@@ -52,11 +52,13 @@ def add_arguments(parser):
                         "(default ViT-B-16)")
     parser.add_argument("--pretrained", default="openai",
                         help="open_clip pretrained tag or checkpoint file (default openai)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the feature files")
+    parser.add_argument("--out", type=writable_dir, required=True,
+                        help="folder for the feature files")
     parser.add_argument("--cupl", type=_existing_path, default=None,
                         help="CuPL-style descriptions: a JSON file {classname: [sentences]} "
                         "(one dataset), or a folder with <dataset>.json files")
-    parser.add_argument("--device", default="auto", help="'auto' (GPU if any), 'cpu', 'cuda'")
+    parser.add_argument("--device", type=available_device, default="auto",
+                        help="'auto' (GPU if any), 'cpu', 'cuda'")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                         help="'auto': fp32 on CPU, mixed precision on GPU")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
@@ -103,6 +105,26 @@ def _count(text):
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}")
     return int(text)
+
+
+def _check_weights(model, pretrained):
+    """``--model`` and ``--pretrained`` as the loader reads them, without loading weights.
+
+    The config must be known (or a readable ``.json``) and ``--pretrained`` one of its
+    tags or an existing file, so that a typo fails at once, not when the first image
+    chunk loads the model. Whether a tag's weights can be downloaded is found out then.
+    """
+    from .._clip.config import model_name
+    from .._clip.weights import weights_source
+
+    try:
+        name = model_name(model)
+    except ValueError as error:
+        raise UsageError(f"--model: {error}") from None
+    try:
+        weights_source(name, pretrained)
+    except ValueError as error:
+        raise UsageError(f"--pretrained: {error}") from None
 
 
 def _subsample_train(splits, max_per_class):
@@ -275,6 +297,7 @@ def run(args):
     from ..featurizer import CLIPFeaturizer
 
     datasets = args.dataset
+    _check_weights(args.model, args.pretrained)
 
     def featurizer_factory():
         return CLIPFeaturizer(

@@ -1,7 +1,8 @@
-"""What the demo and the benchmark runner share: argument types, summaries, run records."""
+"""What the subcommands share: argument types, summaries, run records."""
 
 import argparse
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +59,35 @@ def existing_dir(text):
         problem = "is not a folder" if path.exists() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return path
+
+
+def writable_dir(text):
+    """A folder that exists or can be made, and is writable, as a :class:`~pathlib.Path`.
+
+    Checked without making anything, so that a wrong ``--out`` fails before the work
+    rather than after it, and leaves no folder behind: the nearest existing one of the
+    path and its parents must be a writable folder.
+    """
+    path = Path(text).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{str(text)!r} cannot be a folder: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{str(text)!r} cannot be written: {str(existing)!r} is not writable")
+    return path
+
+
+def available_device(text):
+    """``--device``: a device the package accepts and this machine has (CUDA if asked for)."""
+    from .._torch import resolve_device  # imports torch: when parsing, not at --help
+
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def limit_threads(n_threads):

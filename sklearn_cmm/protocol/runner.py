@@ -21,13 +21,13 @@ Example: ``sklearn-cmm benchmark --features features/ --shots 1,2,4,8,16 --seeds
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .datasets import FEW_SHOT_DATASETS, SHIFT_DATASETS, get_spec
 from .report import (
     UsageError,
+    available_device,
     existing_dir,
     hms,
     int_list,
@@ -36,6 +36,7 @@ from .report import (
     method_list,
     positive_int,
     run_environment,
+    writable_dir,
     write_json,
 )
 
@@ -119,11 +120,12 @@ def add_arguments(parser):
                         "does not set it itself, e.g. semobridge-t.max_iter=500 (repeatable)")
     parser.add_argument("--no-search", action="store_true",
                         help="fit each method's defaults only, no validation search")
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--device", type=available_device, default="auto",
+                        help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="limit BLAS and torch CPU threads (on a busy machine 1 is "
                         "often fastest)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=writable_dir, default=None,
                         help="folder for the result files (default FEATURES/benchmark)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -402,7 +404,7 @@ def _load_targets(files, source):
 def _check_arguments(args):
     """Everything about the arguments that can fail, before any work.
 
-    Returns ``(paths, metadata, datasets, model, pretrained, overrides)``; raises
+    Returns ``(paths, metadata, datasets, model, pretrained, overrides, out)``; raises
     :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
     """
     from .methods import make_classifier
@@ -411,10 +413,17 @@ def _check_arguments(args):
     for method, param, value in args.overrides:
         overrides.setdefault(method, {})[param] = value
     for method, params in overrides.items():
-        try:  # an unknown parameter fails here; a wrong value at the first fit
-            make_classifier(method, **params)
-        except ValueError as error:
+        try:  # an unknown parameter or a wrong value fails here, not at the first fit
+            estimator = make_classifier(method, **params)
+            # a Pipeline (the linear probe) validates its steps' parameters only in fit
+            for step in (estimator, *getattr(estimator, "named_steps", {}).values()):
+                step._validate_params()
+        except ValueError as error:  # sklearn's InvalidParameterError is a ValueError
             raise UsageError(f"--set: {error}") from None
+    try:  # the default FEATURES/benchmark; a given --out was checked when parsed
+        out = args.out or writable_dir(args.features / "benchmark")
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"--out: {error}") from None
     try:
         selected, (model, pretrained) = select_files(args.features, args.datasets,
                                                      args.model, args.pretrained)
@@ -431,7 +440,7 @@ def _check_arguments(args):
             raise UsageError(f"No few-shot dataset file in {args.features}.")
     paths = {key: path for key, (path, _) in selected.items()}
     metadata = {key: meta for key, (_, meta) in selected.items()}
-    return paths, metadata, datasets, model, pretrained, overrides
+    return paths, metadata, datasets, model, pretrained, overrides, out
 
 
 def plan(metadata, datasets, methods, shots_list, seeds, overrides, search=True):
@@ -477,7 +486,7 @@ def run(args):
 
     from .features import load_features
 
-    files, metadata, datasets, model, pretrained, overrides = _check_arguments(args)
+    files, metadata, datasets, model, pretrained, overrides, out = _check_arguments(args)
     limit_threads(args.threads)
     methods = args.methods
     synthetic = any(metadata[d].get("synthetic", False) for d in datasets)
@@ -519,7 +528,6 @@ def run(args):
 
     import pandas as pd
 
-    out = args.out or args.features / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
     prefix = "shift_" if args.distribution_shift else ""
     (out / f"{prefix}results.csv").write_text(_results_csv(summary, datasets, model))
