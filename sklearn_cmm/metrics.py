@@ -48,7 +48,7 @@ def modality_gap(image_features, text_features):
     --------
     >>> import numpy as np
     >>> from sklearn_cmm import modality_gap
-    >>> modality_gap(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+    >>> modality_gap(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))  # doctest: +ELLIPSIS
     1.414...
     """
     images = _normalized(image_features, "image_features")
@@ -73,7 +73,10 @@ def paired_alignment(image_features, paired_text_features):
     Parameters
     ----------
     image_features : array-like of shape (n_images, dim)
+        Image embeddings (normalised here).
     paired_text_features : array-like of shape (n_images, dim)
+        Row ``i`` is the text embedding that image ``i`` should match, e.g. its class's
+        prototype ``T[y[i]]`` (normalised here).
 
     Returns
     -------
@@ -84,7 +87,8 @@ def paired_alignment(image_features, paired_text_features):
     --------
     >>> import numpy as np
     >>> from sklearn_cmm.metrics import paired_alignment
-    >>> paired_alignment(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [0.0, 1.0]]))
+    >>> X, T = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [0.0, 1.0]])
+    >>> paired_alignment(X, T)  # doctest: +ELLIPSIS
     0.853...
     """
     images = _normalized(image_features, "image_features")

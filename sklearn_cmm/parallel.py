@@ -47,6 +47,15 @@ def pending_shards(paths, output_dir, shard_size):
     A shard file already in ``output_dir`` must hold exactly its shard's paths, else
     ``output_dir`` belongs to other inputs or another ``shard_size``: a ValueError.
 
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        All the image paths, in order.
+    output_dir : str or path-like
+        The folder of the shard files.
+    shard_size : int
+        Paths per shard; the last shard may have fewer.
+
     Returns
     -------
     pending : list of (Path, list of str)
@@ -76,7 +85,21 @@ def write_shard(featurizer, paths, target):
     """Embed ``paths`` with ``featurizer`` and write them to the Parquet file ``target``.
 
     The file appears complete or not at all. ``featurizer.fit`` loads the model, from the
-    process's model cache after the first shard. Returns ``target`` as a str.
+    process's model cache after the first shard.
+
+    Parameters
+    ----------
+    featurizer : CLIPFeaturizer
+        Embeds the paths with ``fit_transform``.
+    paths : list of str
+        The image paths of one shard, stored in the ``path`` column.
+    target : str or path-like
+        The Parquet file to write, replaced if it exists.
+
+    Returns
+    -------
+    target : str
+        ``target``, as a str.
     """
     pa, pq = _pyarrow()
     X = np.asarray(featurizer.fit_transform(paths))
