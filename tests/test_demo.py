@@ -1,10 +1,12 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sklearn_cmm.cli import main
-from sklearn_cmm.protocol.demo import _plot, _summary, format_table
+from sklearn_cmm.protocol.demo import DEMO_METHODS, _plot, _summary, format_table
 
 
 def _rows():
@@ -60,15 +62,28 @@ def test_plot_keeps_the_legend_off_the_data_and_says_what_the_bands_are(tmp_path
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
-def test_demo_runs_end_to_end_on_the_bundled_model(tmp_path, capsys):
+def _accuracy_cells(table):
+    """``{method: its first two "mean ± std" cells}`` of a demo table's rows."""
+    rows = {}
+    for line in table.splitlines():
+        cells = re.findall(r"\d+\.\d\d ± \d+\.\d\d", line)
+        if cells:
+            rows[line.split()[0]] = cells[:2]
+    return rows
+
+
+def test_demo_runs_end_to_end_and_prints_the_readme_s_numbers(tmp_path, capsys):
+    # The README's seeds at its first two numbers of shots: its table follows the code.
     assert main([
-        "demo", "--shots", "1,2", "--seeds", "1", "--methods", "zero-shot,cmm",
-        "--out", str(tmp_path), "--quiet", "--threads", "1",
+        "demo", "--shots", "1,2", "--seeds", "1,2,3", "--out", str(tmp_path), "--quiet",
+        "--threads", "1",
     ]) == 0
-    out = capsys.readouterr().out
-    assert "zero-shot" in out and "cmm" in out
+    printed = _accuracy_cells(capsys.readouterr().out)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = _accuracy_cells(readme.split("## What the demo prints")[1].split("\n## ")[0])
+    assert list(printed) == DEMO_METHODS.split(",") and printed == shown
     record = json.loads((tmp_path / "results.json").read_text())
-    assert {r["method"] for r in record["runs"]} == {"zero-shot", "cmm"}
+    assert {r["method"] for r in record["runs"]} == set(printed)
     assert all(0 <= r["accuracy"] <= 1 for r in record["runs"])
     assert (tmp_path / "accuracy_vs_shots.png").stat().st_size > 0
     assert (tmp_path / "results.csv").read_text().startswith("method,shots,seed,accuracy")

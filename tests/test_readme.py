@@ -2,8 +2,9 @@
 
 Blocks whose first line is ``# not run: <what it needs>`` (pretrained weights, your own
 images) are skipped. The others run in one subprocess (one import of the package for
-all), each in a fresh namespace; a block followed by an output block (a ``text`` fence)
-must print something.
+all), each in a fresh namespace, on one thread; a block followed by an output block (a
+``text`` fence) must print what that block shows, so that the README's numbers follow
+the code.
 """
 
 import json
@@ -34,7 +35,8 @@ for source in json.load(sys.stdin):
 
 
 def readme_blocks():
-    """``(language, code, followed_by_output)`` of every fenced block, in order."""
+    """``(language, code, output)`` of every fenced block, in order: ``output`` the text
+    of the ``text`` block right after it, or None."""
     text = README.read_text()
     matches = list(_FENCE.finditer(text))
     blocks = []
@@ -42,12 +44,12 @@ def readme_blocks():
         nxt = matches[i + 1] if i + 1 < len(matches) else None
         followed = (nxt is not None and nxt.group(1) == "text"
                     and not text[match.end():nxt.start()].strip())
-        blocks.append((match.group(1), match.group(2), followed))
+        blocks.append((match.group(1), match.group(2), nxt.group(2) if followed else None))
     return blocks
 
 
-PYTHON = [(code, followed) for lang, code, followed in readme_blocks() if lang == "python"]
-RUN = [(code, followed) for code, followed in PYTHON if not code.startswith("# not run:")]
+PYTHON = [(code, output) for lang, code, output in readme_blocks() if lang == "python"]
+RUN = [(code, output) for code, output in PYTHON if not code.startswith("# not run:")]
 
 
 def test_the_readme_has_runnable_and_placeholder_blocks():
@@ -71,9 +73,10 @@ def results():
 
 
 @pytest.mark.parametrize("index", range(len(RUN)))
-def test_readme_block_runs(index, results):
-    code, followed_by_output = RUN[index]
+def test_readme_block_runs_and_prints_what_the_readme_shows(index, results):
+    code, output = RUN[index]
     result = results[index]
     assert result["error"] is None, f"{code}\n{result['error']}"
-    if followed_by_output:
-        assert result["stdout"].strip(), f"prints nothing:\n{code}"
+    if output is not None:
+        assert result["stdout"].strip() == output.strip(), (
+            f"the README shows\n{output}\nbut the block printed\n{result['stdout']}")
