@@ -79,9 +79,10 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     n_jobs : int or None, default=None
         Torch's intra-op threads of the model on the CPU during ``transform`` (joblib's
         meaning: ``-1`` every core); restored afterwards. None sizes them to the model:
-        one thread per ``1e9`` multiply-adds of a batch, counted as the image tower's
-        weights times ``batch_size`` (one thread for the bundled tiny model, every core
-        for ViT-B-16). Ignored on a GPU.
+        one thread per ``1e9`` multiply-adds of a batch (the image tower's on one image,
+        counted once per loaded model, times the images of a batch): one thread for the
+        bundled tiny model (14 million an image), every core for RN50 and ViT-B-16 (6 and
+        17 billion). Ignored on a GPU.
 
     normalize : bool, default=True
         L2-normalise each embedding.
@@ -340,8 +341,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         loaded = self._loaded_model()
         precision = resolve_precision(self.precision, loaded.device)
         on_cpu = loaded.device.type == "cpu"
-        work = loaded.image_parameters * self.batch_size
-        model_threads = threads_for(work, self.n_jobs) if on_cpu else 0
+        if on_cpu:  # threads for the multiply-adds of a batch
+            work = loaded.image_multiply_adds() * min(self.batch_size, len(items))
+            model_threads = threads_for(work, self.n_jobs)
+        else:
+            model_threads = 0
         n_workers = self.num_workers
         if n_workers is None:  # on the CPU, decoding takes the cores the model leaves
             n_workers = min(_MAX_AUTO_WORKERS, max(available_cores() - model_threads, 1))

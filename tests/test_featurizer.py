@@ -22,7 +22,7 @@ from sklearn_cmm._clip import model as clip_model
 from sklearn_cmm._clip.text_encoder import CLIPTextEncoder
 from sklearn_cmm.featurizer import CLIPFeaturizer
 
-from ._tiny_clip import reference_features
+from ._tiny_clip import TINY_CONFIG, reference_features
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,28 @@ def test_an_opened_pil_image_is_decoded_by_one_thread_at_a_time(featurizer, imag
         [opened[0], opened[1], opened[0]])
     assert len(overlaps) == 9 and not any(overlaps)
     assert np.isfinite(X).all()
+
+
+def test_image_multiply_adds_count_every_token_through_every_weight(tiny_clip):
+    loaded = clip_model.load_model(tiny_clip.name, tiny_clip.checkpoint)
+    vision = TINY_CONFIG["vision_cfg"]
+    tokens = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+    blocks = sum(p.numel() for p in loaded.model.visual.transformer.parameters())
+    # each token meets every weight of the blocks; patches, attention and the rest add
+    # less than half again at this size
+    assert tokens * blocks <= loaded.image_multiply_adds() <= 1.5 * tokens * blocks
+
+
+@pytest.mark.parametrize("n_images, batch_size", [(3, 64), (10, 4)])
+def test_model_threads_follow_the_multiply_adds_of_a_batch(featurizer, image_files, monkeypatch,
+                                                           n_images, batch_size):
+    works = []
+    monkeypatch.setattr(featurizer_module, "threads_for",
+                        lambda work, n_jobs: works.append(work) or 1)
+    featurizer.set_params(batch_size=batch_size, device="cpu").fit_transform(
+        image_files.paths[:n_images])
+    per_image = featurizer._loaded_model().image_multiply_adds()
+    assert works == [per_image * min(n_images, batch_size)]
 
 
 def test_a_pipeline_fits_on_views_and_predicts_from_plain_images(featurizer, image_files):

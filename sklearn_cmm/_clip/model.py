@@ -99,11 +99,8 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.embed_dim = embed_dim
         self.device = torch.device(key.device)
-        #: Weights of the image tower: a batch's forward costs at least this many
-        #: multiply-adds per image (threads are sized from it on the CPU).
-        self.image_parameters = sum(
-            p.numel() for p in getattr(model, "visual", model).parameters()
-        )
+        self._image_multiply_adds = None  # counted on first use (image_multiply_adds)
+        self._count_lock = threading.Lock()
         open_clip = open_clip_module()
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         cfg = self.preprocess_cfg
@@ -138,6 +135,30 @@ class LoadedModel:
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         # Text encoding may swap text_projection out for a moment (pre-projection features).
         self.text_lock = threading.Lock()
+
+    def image_multiply_adds(self):
+        """Multiply-adds of the image tower's forward pass on one image, counted once.
+
+        torch's ``FlopCounterMode`` counts a forward of a blank image (on one thread):
+        the tower's weights alone undercount it by the tokens or positions each weight
+        meets (ViT-B-16: 86 million weights, 17 billion multiply-adds), and the CPU
+        threads are sized from it.
+        """
+        with self._count_lock:  # one count, however many featurizers ask at once
+            if self._image_multiply_adds is None:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                from .._threads import sized_threads
+
+                counter = FlopCounterMode(display=False)
+                # An input that requires grad keeps attention off its fused inference
+                # kernel, which the counter does not see (a third of a ViT's products).
+                blank = torch.zeros((1, 3, *self.image_size), device=self.device,
+                                    requires_grad=True)
+                with sized_threads(0, n_jobs=1), torch.enable_grad(), counter:
+                    self.model.encode_image(blank)
+                self._image_multiply_adds = counter.get_total_flops() // 2
+            return self._image_multiply_adds
 
     def prepare(self, image):
         """A PIL RGB image resized and cropped as the model expects: uint8 ``(H, W, 3)``."""
