@@ -90,7 +90,18 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of the ``sklearn-cmm`` console script and ``python -m sklearn_cmm``."""
+    """Entry point of the ``sklearn-cmm`` console script and ``python -m sklearn_cmm``.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        The arguments after the program's name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        The exit status: 0 on success (a wrong argument exits with 2 instead).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

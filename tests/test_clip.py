@@ -433,6 +433,13 @@ def test_one_string_is_not_a_list_of_texts(tiny_clip):
         encoder.encode_text("a cat")
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0])
+def test_batch_size_must_be_a_positive_integer(tiny_clip, batch_size):
+    encoder = CLIPTextEncoder(tiny_clip.name, tiny_clip.checkpoint, batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        encoder.encode_text(["a new prompt to encode."])
+
+
 def test_projection_that_is_not_a_matrix_is_a_clear_error(tmp_path):
     text_cfg = {**TINY_CONFIG["text_cfg"], "proj_bias": True}
     path = write_config(tmp_path / "sklearn-cmm-test-linear-proj.json", {**TINY_CONFIG, "text_cfg": text_cfg})

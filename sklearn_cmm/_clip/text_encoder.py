@@ -4,6 +4,7 @@ Importing this module loads neither torch nor open_clip: they load when text is 
 """
 
 import os
+from numbers import Integral
 
 #: The CLIP model of ``CLIPFeaturizer()`` and ``CLIPTextEncoder()`` at their defaults, so
 #: that a classifier's ``text_encoder="clip"`` encodes text with the model that
@@ -120,6 +121,9 @@ class CLIPTextEncoder:
     def _encode(self, texts, projected):
         from .model import resolve_precision
 
+        if not isinstance(self.batch_size, Integral) or self.batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive integer; got {self.batch_size!r}.")
         loaded = self._loaded()
         return loaded.encode_texts(
             texts,
