@@ -195,7 +195,10 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
     map on three folds of the shots (two thirds each) for honest logits to fit
     ``temperature_`` on and to choose ``image_weight_`` by: about three times the cost of a
     fit with neither. Both choices score at most 1000 held-out shots (``MAX_HELD_OUT``),
-    spread evenly over the classes.
+    spread evenly over the classes. The folds deal each class's shots in turn, in the
+    order of ``classes_``, so that every fold holds out a third of the shots; where a
+    class's shots are not a multiple of three, renaming the classes (another order) can
+    change the folds and so the two choices.
 
     References
     ----------
