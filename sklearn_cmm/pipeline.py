@@ -12,6 +12,11 @@ def make_clip_pipeline(featurizer, classifier, *, memory=None, verbose=False):
     This sets it, on a clone of ``classifier`` (the argument is not modified), so that
     image and text features come from one model.
 
+    The encoder is set once, here: ``set_params`` on the featurizer later does not reach
+    it (another model or weights then raise at ``fit``, see the featurizer's *Text from
+    the same model*). To search over models, search over whole pipelines, each made by
+    this function: ``GridSearchCV(pipes[0], {"steps": [pipe.steps for pipe in pipes]})``.
+
     Parameters
     ----------
     featurizer : CLIPFeaturizer

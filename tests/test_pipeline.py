@@ -65,6 +65,17 @@ def test_searching_the_featurizer_model_cannot_mix_models(tiny_clip, image_files
         search.fit(image_files.paths, image_files.labels)
 
 
+def test_searching_over_whole_pipelines_pairs_each_model_with_its_text(tiny_clip, image_files):
+    pipes = [make_clip_pipeline(CLIPFeaturizer(tiny_clip.name, pretrained=pretrained),
+                                ZeroShotClassifier())
+             for pretrained in (tiny_clip.checkpoint, None)]
+    search = GridSearchCV(pipes[0], {"steps": [pipe.steps for pipe in pipes]}, cv=2,
+                          error_score="raise").fit(image_files.paths, image_files.labels)
+    featurizer, classifier = search.best_estimator_.steps[0][1], search.best_estimator_[-1]
+    assert classifier.text_encoder == featurizer.text_encoder()
+    assert len(search.cv_results_["params"]) == 2
+
+
 @pytest.mark.parametrize("estimator", [ZeroShotClassifier, CrossModalMappingClassifier])
 def test_precomputed_features_same_outcome_for_n_jobs_1_and_2(tiny_featurizer, image_files, estimator):
     X = tiny_featurizer.fit_transform(image_files.paths)
