@@ -247,6 +247,30 @@ def test_extract_features_writes_the_file_and_resumes(tmp_path, tiny_clip, monke
     assert not (out / ".cache" / path.stem).exists()  # cache removed once written
 
 
+def test_a_resumed_extraction_recomputes_a_cache_of_other_inputs(tmp_path, tiny_clip):
+    from sklearn_cmm.featurizer import CLIPFeaturizer
+
+    split = _fake_coop_tree(tmp_path / "data")
+    cupl = tmp_path / "cupl.json"
+    cupl.write_text(json.dumps({f"breed {k}": [f"a breed {k} dog."] for k in range(3)}))
+    out = tmp_path / "features"
+    path = out / feature_file_name("oxford_pets", tiny_clip.name, tiny_clip.checkpoint)
+    # a run on 2 training images a class leaves its chunks, as a killed run would
+    assert _extract(tmp_path / "data", out, tiny_clip, "--keep-cache",
+                    "--max-train-per-class", "2") == 0
+    path.unlink()
+    # all the training images, in chunks of another size, and CuPL prompts besides
+    assert _extract(tmp_path / "data", out, tiny_clip, "--chunk-size", "8", "--cupl",
+                    str(cupl)) == 0
+    data = load_features(path)
+    reference = CLIPFeaturizer(tiny_clip.name, pretrained=str(tiny_clip.checkpoint),
+                               device="cpu", normalize=False, num_workers=0).fit(None)
+    paths = [tmp_path / "data" / "oxford_pets" / "images" / p for p, _, _ in split["train"]]
+    np.testing.assert_allclose(data["train_features"], reference.transform(paths), atol=1e-5)
+    assert data["train_labels"].tolist() == [label for _, label, _ in split["train"]]
+    assert data["text_features_cupl"].shape == (3, tiny_clip.embed_dim)
+
+
 def test_extract_reports_missing_datasets(tmp_path, tiny_clip, capsys):
     assert main(["extract-features", "--dataset-root", str(tmp_path), "--dataset", "dtd,eurosat",
                  "--model", tiny_clip.name, "--pretrained", str(tiny_clip.checkpoint),

@@ -8,13 +8,16 @@ features of each prompt set (CLIP's 7 ImageNet templates, the dataset's CoOp tem
 optional CuPL-style descriptions), their pre-projection features and the text projection.
 
 Resumable: image features are written in chunks under ``OUT/.cache/`` as they are computed
-and a new run skips the chunks (and the finished files) that exist; ``--force`` recomputes.
+and a new run skips the chunks (and the finished files) that exist; chunks and text of
+other inputs (another image list, chunk size or prompt set) are recomputed, and
+``--force`` recomputes everything.
 Runs on the GPU when there is one (``--device auto``).
 
 Example: ``sklearn-cmm extract-features --dataset-root ~/data --dataset all --out features/``
 """
 
 import argparse
+import hashlib
 import json
 import random
 import shutil
@@ -204,6 +207,27 @@ def _split_chunks(cache, split, n, chunk):
             for k in range((n + chunk - 1) // chunk)]
 
 
+def _drop_stale_cache(cache, image_inputs, text_inputs, log):
+    """Remove what the cache holds from other inputs, so that a resumed run cannot mix it
+    in: image chunks of another image list or chunk size, text of other prompts. What the
+    cache holds is recorded in ``inputs.json``, as digests."""
+
+    def digest(value):
+        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+    record = cache / "inputs.json"
+    held = json.loads(record.read_text()) if record.exists() else {}
+    current = {"images": digest(image_inputs), "text": digest(text_inputs)}
+    if held.get("images") != current["images"] and any(cache.glob("*.npy")):
+        log(f"{cache.name}: cached image chunks are of other images or chunk size, recomputed")
+        for chunk in cache.glob("*.npy"):
+            chunk.unlink()
+    if held.get("text") != current["text"] and (cache / "text.npz").exists():
+        log(f"{cache.name}: cached text features are of other prompts, recomputed")
+        (cache / "text.npz").unlink()
+    record.write_text(json.dumps(current))
+
+
 def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
     """Extract one dataset (resumably); returns the written path."""
     from tqdm.auto import tqdm
@@ -222,6 +246,12 @@ def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
     if args.force and cache.exists():
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
+    descriptions = load_descriptions(args.cupl, spec, class_names)
+    sets = prompt_sets(spec, class_names, descriptions)
+    _drop_stale_cache(
+        cache,
+        {"chunk_size": args.chunk_size, **{s: [str(p) for p in splits[s][0]] for s in SPLITS}},
+        sets, log)
 
     start = time.perf_counter()
     chunks = {s: _split_chunks(cache, s, len(splits[s][0]), args.chunk_size) for s in SPLITS}
@@ -243,8 +273,6 @@ def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
                 bar.update(hi - lo)
 
     text_cache = cache / "text.npz"
-    descriptions = load_descriptions(args.cupl, spec, class_names)
-    sets = prompt_sets(spec, class_names, descriptions)
     if text_cache.exists():
         with np.load(text_cache) as npz:
             text = {k: npz[k] for k in npz.files}
