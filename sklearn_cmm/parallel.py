@@ -17,6 +17,7 @@ function needs them (extras ``sklearn-cmm[dask]``, ``sklearn-cmm[ray]``).
 
 import importlib
 import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,9 @@ def _pyarrow():
 def pending_shards(paths, output_dir, shard_size):
     """The shards of ``paths`` not yet written to ``output_dir`` (made if missing).
 
-    A shard file already in ``output_dir`` must hold exactly its shard's paths, else
-    ``output_dir`` belongs to other inputs or another ``shard_size``: a ValueError.
+    A shard file already in ``output_dir`` must hold exactly its shard's paths, and there
+    must be no shard beyond the last of ``paths`` (:func:`read_features` reads them all),
+    else ``output_dir`` belongs to other inputs or another ``shard_size``: a ValueError.
 
     Parameters
     ----------
@@ -64,10 +66,19 @@ def pending_shards(paths, output_dir, shard_size):
         The number of shards of ``paths``, written or not.
     """
     _, pq = _pyarrow()
+    if not isinstance(shard_size, Integral) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer; got {shard_size!r}.")
     paths = [os.fspath(path) for path in paths]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     shards = [paths[start : start + shard_size] for start in range(0, len(paths), shard_size)]
+    beyond = [file.name for file in _shard_files(output_dir)[len(shards):]]
+    if beyond:
+        raise ValueError(
+            f"{output_dir} holds shards beyond the {len(shards)} of these inputs "
+            f"(first {beyond[0]}); use a new output_dir for other inputs or "
+            "another shard_size."
+        )
     pending = []
     for index, shard in enumerate(shards):
         target = output_dir / SHARD_NAME.format(index)
@@ -112,6 +123,11 @@ def write_shard(featurizer, paths, target):
     return str(target)
 
 
+def _shard_files(output_dir):
+    """The shard files in ``output_dir``, in shard order."""
+    return sorted(Path(output_dir).glob(SHARD_NAME.replace("{:06d}", "[0-9]" * 6)))
+
+
 def read_features(output_dir):
     """The paths and embeddings written to ``output_dir``, in shard order.
 
@@ -126,7 +142,7 @@ def read_features(output_dir):
     X : ndarray of shape (n_images, embed_dim), dtype float32
     """
     _, pq = _pyarrow()
-    files = sorted(Path(output_dir).glob(SHARD_NAME.replace("{:06d}", "[0-9]" * 6)))
+    files = _shard_files(output_dir)
     if not files:
         raise FileNotFoundError(f"no shards in {output_dir}")
     tables = [pq.read_table(file) for file in files]

@@ -89,6 +89,13 @@ def test_shards_of_other_inputs_are_an_error(featurizer, images, tmp_path, dask_
         pending_shards(images[1:], tmp_path, 4)
     with pytest.raises(ValueError, match="holds other paths"):
         pending_shards(images, tmp_path, 3)
+    # a shorter list than the folder's: its shards match, the folder has one more
+    featurize_with_dask(images[:8], featurizer, tmp_path, shard_size=4, verbose=False)
+    with pytest.raises(ValueError, match="beyond the 1 of these inputs.*shard-000001"):
+        featurize_with_dask(images[:4], featurizer, tmp_path, shard_size=4, verbose=False)
+    for shard_size in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="shard_size must be a positive integer"):
+            pending_shards(images, tmp_path, shard_size)
 
 
 def test_missing_engine_names_the_extra():
