@@ -173,6 +173,9 @@ def tiny_features(tmp_path_factory):
     (["--set", "cmm.no_such_parameter=1"], "no_such_parameter"),
     (["--set", "cmm.alpha=abc"], "--set: The 'alpha' parameter"),
     (["--set", "linear-probe.C=abc"], "--set: The 'C' parameter"),
+    (["--set", "cmm.random_state=3"], "--set cmm.random_state: the runner sets"),
+    (["--set", "semobridge-t.device=cpu"], "--set semobridge-t.device: the runner sets"),
+    (["--distribution-shift"], "--distribution-shift needs the features of ImageNet"),
 ])
 def test_benchmark_checks_files_and_parameters_before_any_work(extra, problem, tmp_path,
                                                                tiny_features, capsys,
@@ -185,6 +188,21 @@ def test_benchmark_checks_files_and_parameters_before_any_work(extra, problem, t
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and problem in err
+
+
+@pytest.mark.parametrize("datasets", [["imagenet"], ["imagenet", "imagenet_v2"]])
+def test_distribution_shift_needs_a_variant_before_any_work(datasets, tmp_path, capsys,
+                                                            monkeypatch):
+    make_synthetic_features(tmp_path, datasets, dim=16, n_classes=4,
+                            caps={"train": 8, "val": 4, "test": 6})
+    monkeypatch.setattr(runner, "evaluate", _fail)
+    monkeypatch.setattr(runner, "plan", _fail)
+    with pytest.raises(SystemExit) as exit_info:  # the variant filtered out, or none
+        main(["benchmark", "--features", str(tmp_path), "--distribution-shift",
+              "--datasets", "imagenet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least one of its variants" in err
 
 
 def test_benchmark_checks_its_default_out_before_any_work(tmp_path, capsys, monkeypatch):

@@ -395,10 +395,7 @@ def _load_targets(files, source):
         classes = np.unique(data["test_labels"])
         restrict = classes if len(classes) < len(source["class_names"]) else None
         targets.append((key, data["test_features"], data["test_labels"], restrict))
-    if not targets:
-        raise FileNotFoundError("--distribution-shift: no ImageNet variant file "
-                                f"({', '.join(SHIFT_DATASETS)}) next to ImageNet's.")
-    return targets
+    return targets  # at least one: checked with the arguments
 
 
 def _check_arguments(args):
@@ -407,10 +404,18 @@ def _check_arguments(args):
     Returns ``(paths, metadata, datasets, model, pretrained, overrides, out)``; raises
     :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
     """
+    import inspect
+
     from .methods import make_classifier
 
+    # what the runner passes every estimator itself: the seed, --device, the file's text
+    runner_sets = [name for name, p in inspect.signature(make_classifier).parameters.items()
+                   if p.kind is p.KEYWORD_ONLY]
     overrides = {}
     for method, param, value in args.overrides:
+        if param in runner_sets:
+            raise UsageError(f"--set {method}.{param}: the runner sets {', '.join(runner_sets)} "
+                             "itself (from --seeds, --device and the feature files)")
         overrides.setdefault(method, {})[param] = value
     for method, params in overrides.items():
         try:  # an unknown parameter or a wrong value fails here, not at the first fit
@@ -430,9 +435,10 @@ def _check_arguments(args):
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
     if args.distribution_shift:
-        if "imagenet" not in selected:
-            raise UsageError(f"--distribution-shift needs ImageNet's features in "
-                             f"{args.features}.")
+        if "imagenet" not in selected or not any(key in selected for key in SHIFT_DATASETS):
+            raise UsageError(f"--distribution-shift needs the features of ImageNet and of at "
+                             f"least one of its variants ({', '.join(SHIFT_DATASETS)}) in "
+                             f"{args.features} (and in --datasets, if given).")
         datasets = ["imagenet"]
     else:
         datasets = _ordered(k for k in selected if not get_spec(k).test_only)
