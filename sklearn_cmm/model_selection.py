@@ -11,13 +11,18 @@ from sklearn.utils._param_validation import (
     validate_params,
 )
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
+from sklearn.utils.validation import _num_samples, column_or_1d
 
 
 def _labels(y):
     """``y`` as a 1-D array of class labels: a column is raveled (with a warning, as in
-    scikit-learn); any other 2-D ``y`` is a ValueError naming its shape."""
-    return column_or_1d(np.asarray(y), warn=True)
+    scikit-learn); any other 2-D ``y``, an empty one or continuous values are a
+    ValueError."""
+    y = column_or_1d(np.asarray(y), warn=True)
+    if not len(y):
+        raise ValueError("y is empty: there are no samples to draw shots from.")
+    check_classification_targets(y)
+    return y
 
 
 @validate_params(
@@ -50,8 +55,9 @@ def draw_shots(y, n_shots, random_state=None):
     Raises
     ------
     ValueError
-        If ``y`` is not 1-D or a class has fewer than ``n_shots`` samples (a class with
-        exactly ``n_shots`` gives them all as shots).
+        If ``y`` is empty, not class labels or 2-D with several columns, or a class has
+        fewer than ``n_shots`` samples (a class with exactly ``n_shots`` gives them all as
+        shots).
     """
     y = _labels(y)
     rng = check_random_state(random_state)
@@ -157,22 +163,22 @@ class FewShotSplit(BaseCrossValidator):
         Raises
         ------
         ValueError
-            If a parameter is invalid, ``y`` is not 1-D, or a class has no more than
-            ``n_shots`` samples (nothing of it would be left to test on).
+            If a parameter is invalid, ``y`` is empty, not class labels or 2-D with
+            several columns, or a class has no more than ``n_shots`` samples (nothing of
+            it would be left to test on).
         """
         self._check_params()
         y = _labels(y)
-        check_classification_targets(y)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} samples but y has {len(y)}.")
+        if len(y) != _num_samples(X):
+            raise ValueError(f"X has {_num_samples(X)} samples but y has {len(y)}.")
         classes, counts = np.unique(y, return_counts=True)
-        exact = classes[counts == self.n_shots]
-        if exact.size:
+        too_few = counts <= self.n_shots
+        if too_few.any():
             raise ValueError(
-                f"n_shots={self.n_shots} but classes {exact.tolist()!r} have exactly "
-                f"{self.n_shots} samples: every split would train on all of them and "
-                "test on none. FewShotSplit needs more than n_shots samples per class; "
-                "lower n_shots or drop these classes."
+                f"n_shots={self.n_shots} but classes {classes[too_few].tolist()!r} have "
+                f"only {counts[too_few].tolist()!r} samples: FewShotSplit needs more than "
+                "n_shots samples per class (the rest are tested on); lower n_shots or "
+                "drop these classes."
             )
         rng = check_random_state(self.random_state)
         for _ in range(self.n_splits):

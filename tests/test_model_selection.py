@@ -67,17 +67,34 @@ def test_draw_shots_takes_a_class_with_exactly_n_shots():
 
 
 def test_split_refuses_a_class_left_with_nothing_to_test():
-    y = np.repeat(["a", "b", "c"], [2, 5, 2])
-    with pytest.raises(ValueError, match=r"\['a', 'c'\] have exactly 2"):
-        next(FewShotSplit(2).split(np.zeros((9, 1)), y))
-    next(FewShotSplit(1).split(np.zeros((9, 1)), y))  # one sample left for each class
+    y = np.repeat(["a", "b", "c", "d"], [2, 5, 2, 1])
+    # every class too small at once: those with exactly n_shots and those with fewer
+    with pytest.raises(ValueError, match=r"\['a', 'c', 'd'\] have only \[2, 2, 1\] samples"):
+        next(FewShotSplit(2).split(np.zeros((10, 1)), y))
+    next(FewShotSplit(1).split(np.zeros((9, 1)), y[:9]))  # one sample left for each class
 
 
 def test_split_all_classes_exactly_n_shots_is_an_error_not_nan():
     y = np.repeat([0, 1], 2)
     X = np.eye(2, 3)[y]
-    with pytest.raises(ValueError, match="exactly 2"):
+    with pytest.raises(ValueError, match="have only \\[2, 2\\] samples"):
         cross_val_score(ZeroShotClassifier(text_encoder=None), X, y, cv=FewShotSplit(2, 1))
+
+
+def test_empty_or_continuous_y_is_a_clear_error():
+    for draw in (lambda y: draw_shots(y, 1), lambda y: next(FewShotSplit(1).split(y, y))):
+        with pytest.raises(ValueError, match="y is empty"):
+            draw(np.array([]))
+        with pytest.raises(ValueError, match="Unknown label type: continuous"):
+            draw(np.random.RandomState(0).rand(4))
+
+
+def test_split_takes_sparse_x():
+    from scipy.sparse import csr_matrix
+
+    y = np.repeat([0, 1], 3)
+    train, test = next(FewShotSplit(1, random_state=0).split(csr_matrix(np.eye(6)), y))
+    assert len(train) == 2 and len(test) == 4
 
 
 @pytest.mark.parametrize("name, value", [("n_shots", 0), ("n_shots", -1), ("n_splits", 0),
