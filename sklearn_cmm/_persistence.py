@@ -23,8 +23,9 @@ def skops_trusted_types():
     ``text_encoder``), :class:`~sklearn_cmm.CLIPEmbeddings` and
     :class:`~sklearn_cmm.model_selection.FewShotSplit` (a search's ``cv``) and
     :mod:`pathlib`'s concrete paths (``CLIPFeaturizer(pretrained=Path(...))``, under
-    this Python's module name for them); the fitted state of the estimators holds numpy
-    arrays and builtins only. A search object also
+    both of their module names: ``pathlib`` and, from Python 3.13, ``pathlib._local``, so
+    that a file saved on one Python loads on the other); the fitted state of the
+    estimators holds numpy arrays and builtins only. A search object also
     holds scikit-learn types that skops does not trust by default (its scorer,
     ``sklearn.metrics._scorer._PassthroughScorer``): check any file with
     ``skops.io.get_untrusted_types(file=...)`` before trusting what it lists.
@@ -49,10 +50,10 @@ def skops_trusted_types():
         CLIPTextEncoder,
         CrossModalMappingClassifier,
         FewShotSplit,
-        pathlib.PosixPath,
-        pathlib.WindowsPath,
         SeMoBridgeClassifier,
         TipAdapterClassifier,
         ZeroShotClassifier,
     ]
-    return sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in types)
+    paths = {f"{module}.{cls.__qualname__}" for cls in (pathlib.PosixPath, pathlib.WindowsPath)
+             for module in ("pathlib", "pathlib._local", cls.__module__)}
+    return sorted({f"{cls.__module__}.{cls.__qualname__}" for cls in types} | paths)

@@ -75,6 +75,12 @@ def test_skops_round_trip_of_a_search_with_few_shot_split(featurizer, features):
     assert loaded.cv.get_n_splits() == 2
 
 
+def test_paths_are_trusted_under_both_of_their_module_names():
+    # Python 3.13 moved them to pathlib._local: a file names them as its Python did
+    for name in ("PosixPath", "WindowsPath"):
+        assert {f"pathlib.{name}", f"pathlib._local.{name}"} <= set(skops_trusted_types())
+
+
 def test_skops_loads_clip_embeddings_without_their_record(features):
     X, _ = features
     loaded = skops_round_trip(X)
