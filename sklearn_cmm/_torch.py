@@ -287,8 +287,8 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbos
 
     :func:`sklearn_cmm._math.lbfgs.lbfgs` (history 10), on numpy arrays or tensors. Stops
     after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations, whichever comes
-    first, or when the loss or the step changes by at most ``tol``, or the largest
-    gradient entry falls below ``tol``.
+    first, or when the largest entry of a step or of the gradient is at most ``tol``, or
+    the slope along the search direction is not below ``-tol``.
 
     Parameters
     ----------

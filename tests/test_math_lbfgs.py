@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn_cmm._math import lbfgs as lbfgs_module
 from sklearn_cmm._math.lbfgs import (
     CURVATURE,
     SUFFICIENT_DECREASE,
@@ -137,6 +138,21 @@ def test_lbfgs_minimises_rosenbrocks_function(backend):
     np.testing.assert_allclose(np.asarray(x), np.ones(4), atol=1e-5)
     assert 0 < n_iter < 500 and len(losses) <= 1000 and losses[-1] < 1e-10
     assert min(losses) == losses[-1] or losses[-1] < 1e-12
+
+
+def test_a_small_decrease_of_the_loss_does_not_end_the_run(monkeypatch):
+    # Every line search reports a decrease of the loss far below tol: the run goes on
+    # until the gradient is within tol.
+    search = lbfgs_module.strong_wolfe_search
+
+    def barely_decreasing(phi, f0, *args):
+        t, _, gradient, evaluations = search(phi, f0, *args)
+        return t, f0 - 1e-9, gradient, evaluations
+
+    monkeypatch.setattr(lbfgs_module, "strong_wolfe_search", barely_decreasing)
+    x = np.array([3.0, -2.0, 0.5])
+    _, n_iter = lbfgs(x, lambda: (float(x @ x), 2 * x), max_iter=50, max_eval=100, tol=1e-5)
+    assert n_iter > 1 and np.abs(2 * x).max() <= 1e-5
 
 
 @pytest.mark.parametrize("max_iter, max_eval", [(3, 100), (100, 7)])
