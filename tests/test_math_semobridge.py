@@ -89,6 +89,11 @@ def test_pinv_with_cutoff_matches_explicit_svd(problem):
         assert np.linalg.matrix_rank(got) == int(np.sum(s > cutoff))
     np.testing.assert_allclose(pinv_with_cutoff(W, 0.0), np.linalg.pinv(W), atol=1e-10)
     assert not pinv_with_cutoff(W, 10.0).any()
+    # rank 1: the other singular values are rounding, never inverted
+    rank_one = np.outer(W[:, 0], W[0])
+    for cutoff in (0.0, 1e-300):
+        np.testing.assert_allclose(pinv_with_cutoff(rank_one, cutoff), np.linalg.pinv(rank_one),
+                                   rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("width, dim, repeated_row", [

@@ -23,7 +23,10 @@ def pinv_with_cutoff(W, cutoff):
     """Pseudo-inverse of ``W``, singular values not above ``cutoff`` treated as zero.
 
     SeMoBridge's only regularisation: an absolute cut-off (0.3 in the paper), not the
-    relative ``rcond`` of :func:`numpy.linalg.pinv`.
+    relative ``rcond`` of :func:`numpy.linalg.pinv`. Whatever the cut-off (also 0),
+    singular values at the level of rounding (numpy's default ``rcond``: ``max(width,
+    dim) * eps`` of the largest) are zero too: those of a rank-deficient ``W`` are noise,
+    and their inverses would be ``1e15`` and more.
 
     Computed from the eigendecomposition ``W^T W = V diag(s^2) V^T`` as
     ``V_k diag(1 / s_k^2) V_k^T W^T`` (equal to ``V_k diag(1 / s_k) U_k^T``), about 2x
@@ -52,7 +55,7 @@ def pinv_with_cutoff(W, cutoff):
         keep = squares > cutoff**2
         return (V[:, keep] / squares[keep]) @ (W @ V[:, keep]).T
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
-    keep = s > cutoff
+    keep = s > max(cutoff, max(W.shape) * np.finfo(np.float64).eps * s[0])
     return (Vt[keep].T / s[keep]) @ U[:, keep].T
 
 
