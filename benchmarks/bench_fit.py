@@ -66,7 +66,6 @@ the file). Every timing records ``os.getloadavg()``.
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,6 +83,7 @@ from sklearn_cmm import CrossModalMappingClassifier, SeMoBridgeClassifier
 from sklearn_cmm._math.cmm_loss import few_enough_for_span
 from sklearn_cmm._math.semobridge_loss import RESHAPE_MIN_CLASSES
 from sklearn_cmm._threads import threads_for
+from sklearn_cmm.protocol.report import cpu_model
 from sklearn_cmm.protocol.synthetic import synthetic_problem
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_fit.json"
@@ -296,7 +296,7 @@ def small(args):
                           f"{row.get('ratio_to_lbfgs_floor', float('nan')):>15.1f}{load:>6.2f}")
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "steps": args.steps, "repeats": args.repeats,
         "target": {"steps": TARGET_STEPS, "size": TARGET_SIZE,
                                         "seconds": TARGET_S},
@@ -387,7 +387,7 @@ def main(argv=None):
 
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": threads, "torch": torch.__version__, "numpy": np.__version__,
         "scikit-learn": sklearn.__version__, "quick": args.quick,
         "sizes": {"n_train": int(len(y)), "dim": dim, "n_classes": n_classes},

@@ -118,6 +118,22 @@ def hms(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def cpu_model():
+    """The CPU's model name: timings of two runs compare only on the same one.
+
+    From ``/proc/cpuinfo`` on Linux, where :func:`platform.processor` is empty; else
+    :func:`platform.processor` or the architecture.
+    """
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_environment():
     """Date and versions for a results file, so numbers can be compared across commits."""
     import sklearn
@@ -134,7 +150,7 @@ def run_environment():
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "machine": {"platform": platform.platform(), "processor": cpu_model()},
     }
 
 
