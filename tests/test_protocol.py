@@ -384,3 +384,21 @@ def test_select_text_combines_prompt_sets(synthetic_dir):
                                coop, atol=1e-6)
     with pytest.raises(ValueError, match="cupl"):
         runner.select_text(data, "cupl")
+
+
+def test_cpu_model_reads_cpuinfo_and_falls_back_to_platform(tmp_path, monkeypatch):
+    import builtins
+    import platform
+
+    from sklearn_cmm.protocol import report
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t: sse\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+        cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    assert report.cpu_model() == "Some CPU @ 2.0GHz"
+    cpuinfo.unlink()  # not Linux: platform's answer
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert report.cpu_model() == platform.machine()
+    assert report.run_environment()["machine"]["processor"] == platform.machine()
