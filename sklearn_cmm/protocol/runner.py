@@ -19,6 +19,7 @@ Example: ``sklearn-cmm benchmark --features features/ --shots 1,2,4,8,16 --seeds
 """
 
 import argparse
+import inspect
 import json
 import time
 
@@ -404,8 +405,6 @@ def _check_arguments(args):
     Returns ``(paths, metadata, datasets, model, pretrained, overrides, out)``; raises
     :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
     """
-    import inspect
-
     from .methods import make_classifier
 
     # what the runner passes every estimator itself: the seed, --device, the file's text
