@@ -52,6 +52,8 @@ def _fail(*args, **kwargs):
     (["demo", "--methods", "zero-shot,foo"], "'foo'"),
     (["demo", "--shots", "abc"], "--shots"),
     (["demo", "--seeds", "1,-2"], "--seeds"),
+    (["demo", "--seeds", "1,2,1"], "1 given more than once"),
+    (["benchmark", "--features", ".", "--shots", "4,4"], "4 given more than once"),
     (["demo", "--threads", "0"], "--threads"),
     (["benchmark", "--features", "/nonexistent"], "/nonexistent"),
     (["benchmark", "--features", ".", "--methods", "foo"], "'foo'"),

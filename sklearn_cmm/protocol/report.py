@@ -24,6 +24,11 @@ def int_list(text):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive whole numbers such as 1,2,4; got {text!r}"
         )
+    # a repeated seed would count twice in the means and standard deviations
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(map(str, repeated))} given more than once in {text!r}")
     return values
 
 
