@@ -207,6 +207,28 @@ def test_distribution_shift_needs_a_variant_before_any_work(datasets, tmp_path, 
     assert err.count("\n") == 1 and "at least one of its variants" in err
 
 
+@pytest.mark.parametrize("shots, fails", [(7, False), (8, True)])
+def test_benchmark_checks_every_draw_has_validation_images_before_any_work(
+        shots, fails, tmp_path, capsys, monkeypatch):
+    # ImageNet has no val split: its validation images are the 8 training images a class
+    # not drawn as shots, none at 8 shots
+    make_synthetic_features(tmp_path, ["imagenet"], dim=16, n_classes=4,
+                            caps={"train": 8, "val": 4, "test": 6})
+    monkeypatch.setattr(runner, "evaluate", _fail)
+    monkeypatch.setattr(runner, "plan", _fail)
+    argv = ["benchmark", "--features", str(tmp_path), "--shots", f"1,{shots}"]
+    if not fails:
+        with pytest.raises(AssertionError, match="heavy work started"):
+            main(argv)
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "imagenet, 8 shots, seed 1: no validation images of 4 of the 4 classes" in err
+
+
 def test_benchmark_checks_its_default_out_before_any_work(tmp_path, capsys, monkeypatch):
     make_synthetic_features(tmp_path, ["eurosat"], dim=16, n_classes=4,
                             caps={"train": 8, "val": 4, "test": 6})

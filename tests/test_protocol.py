@@ -141,6 +141,21 @@ def test_without_val_split_validation_comes_from_unused_training_images():
     assert np.all(np.bincount(labels[val]) == 4)
 
 
+def test_a_draw_without_training_or_validation_images_of_a_class_is_refused():
+    labels = np.repeat(np.arange(3), [5, 6, 6])  # no val split: class 0 has 5 images
+    train, val, from_train = runner.few_shot_indices(labels, np.array([], int), 3, 4, 1, "d")
+    assert from_train and np.all(np.bincount(labels[val]) == [1, 2, 2])
+    with pytest.raises(ValueError, match=r"d, 5 shots, seed 2: no validation images of 1 of "
+                       r"the 3 classes \(label 0 first\): the dataset has no val split"):
+        runner.few_shot_indices(labels, np.array([], int), 3, 5, 2, "d")
+    with pytest.raises(ValueError, match="no training shots of 1 of the 4 classes "
+                       r"\(label 3 first\): the train split has no image of them"):
+        runner.few_shot_indices(labels, np.array([], int), 4, 1, 1, "d")
+    with pytest.raises(ValueError, match="no validation images of 1 of the 3 classes "
+                       r"\(label 1 first\): the val split has no image of them"):
+        runner.few_shot_indices(labels, np.array([0, 2, 2]), 3, 1, 1, "d")
+
+
 # --------------------------------------------------------------------- published tables
 
 

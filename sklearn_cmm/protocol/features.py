@@ -72,6 +72,12 @@ def load_features(path):
     return data
 
 
+def load_labels(path):
+    """``(train_labels, val_labels)`` of a feature file, without reading its features."""
+    with np.load(path, allow_pickle=False) as npz:
+        return tuple(npz[f"{split}_labels"].astype(np.int64) for split in ("train", "val"))
+
+
 def list_feature_files(features_dir):
     """The ``*.npz`` feature files of a folder with their metadata, sorted by name."""
     out = []

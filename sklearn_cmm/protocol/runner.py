@@ -191,12 +191,35 @@ def select_text(data, prompts="ensemble"):
 # --------------------------------------------------------------------------- protocol
 
 
-def few_shot_sets(data, n_shots, seed):
-    """``(X_train, y_train, X_val, y_val)`` of one run; the test split is not touched."""
+def few_shot_indices(train_labels, val_labels, n_classes, n_shots, seed, dataset):
+    """CoOp's draw of one run (:func:`~.sampling.coop_few_shot`), checked: every class
+    has training shots and validation images (a class without either would fail a fit, or
+    be judged on the other classes only). Returns ``(train, val, val_from_train)``."""
     from .sampling import coop_few_shot
 
-    train, val, val_from_train = coop_few_shot(
-        data["train_labels"], data["val_labels"], n_shots, seed)
+    train, val, val_from_train = coop_few_shot(train_labels, val_labels, n_shots, seed)
+    drawn = {"training shots": train_labels[train],
+             "validation images": (train_labels if val_from_train else val_labels)[val]}
+    for what, labels in drawn.items():
+        missing = np.setdiff1d(np.arange(n_classes), labels)
+        if len(missing) == 0:
+            continue
+        why = ("the train split has no image of them" if what == "training shots"
+               else "the dataset has no val split, so its validation images are the "
+               "training images not drawn as shots: use fewer --shots, or extract more "
+               "training images a class (--max-train-per-class)" if val_from_train
+               else "the val split has no image of them")
+        raise ValueError(f"{dataset}, {n_shots} shots, seed {seed}: no {what} of "
+                         f"{len(missing)} of the {n_classes} classes (label {missing[0]} "
+                         f"first): {why}.")
+    return train, val, val_from_train
+
+
+def few_shot_sets(data, n_shots, seed):
+    """``(X_train, y_train, X_val, y_val)`` of one run; the test split is not touched."""
+    train, val, val_from_train = few_shot_indices(
+        data["train_labels"], data["val_labels"], len(data["class_names"]), n_shots, seed,
+        data["metadata"]["dataset"])
     source = "train" if val_from_train else "val"
     return (data["train_features"][train], data["train_labels"][train],
             data[f"{source}_features"][val], data[f"{source}_labels"][val])
@@ -212,14 +235,11 @@ def evaluate(data, methods, shots_list, seeds, *, prompts="ensemble", device="au
     from .tuning import test_accuracy, tune_and_fit
 
     text = select_text(data, prompts)
-    n_classes = len(data["class_names"])
     dataset = data["metadata"]["dataset"]
     rows = []
     for shots in shots_list:
         for seed in seeds:
             X_train, y_train, X_val, y_val = few_shot_sets(data, shots, seed)
-            if not np.array_equal(np.unique(y_train), np.arange(n_classes)):
-                raise ValueError(f"{dataset}: the training shots miss some classes.")
             for method in methods:
                 result = tune_and_fit(
                     method, X_train, y_train, X_val, y_val, text=text, seed=seed,
@@ -405,6 +425,7 @@ def _check_arguments(args):
     Returns ``(paths, metadata, datasets, model, pretrained, overrides, out)``; raises
     :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
     """
+    from .features import load_labels
     from .methods import make_classifier
 
     # what the runner passes every estimator itself: the seed, --device, the file's text
@@ -445,6 +466,15 @@ def _check_arguments(args):
             raise UsageError(f"No few-shot dataset file in {args.features}.")
     paths = {key: path for key, (path, _) in selected.items()}
     metadata = {key: meta for key, (_, meta) in selected.items()}
+    for dataset in datasets:  # a draw that fails fails now, not after hours of fits
+        train_labels, val_labels = load_labels(paths[dataset])
+        for shots in args.shots:
+            for seed in args.seeds:
+                try:
+                    few_shot_indices(train_labels, val_labels, metadata[dataset]["n_classes"],
+                                     shots, seed, dataset)
+                except ValueError as error:
+                    raise UsageError(str(error)) from None
     return paths, metadata, datasets, model, pretrained, overrides, out
 
 
