@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import random
 from collections import defaultdict
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from sklearn_cmm.protocol.features import feature_file_name, load_features
 from sklearn_cmm.protocol.published import load_published, parse_cell, published_result
 from sklearn_cmm.protocol.sampling import coop_few_shot
 from sklearn_cmm.protocol.synthetic import make_synthetic_features
+
+from ._tiny_clip import random_state_dict
 
 # Small and fast: SeMoBridge-T trains for a few steps only.
 FAST = ["--set", "semobridge-t.max_iter=20", "--set", "semobridge-t.warmup_iter=2"]
@@ -284,6 +288,34 @@ def test_a_resumed_extraction_recomputes_a_cache_of_other_inputs(tmp_path, tiny_
     np.testing.assert_allclose(data["train_features"], reference.transform(paths), atol=1e-5)
     assert data["train_labels"].tolist() == [label for _, label, _ in split["train"]]
     assert data["text_features_cupl"].shape == (3, tiny_clip.embed_dim)
+
+
+def test_extraction_tells_checkpoints_apart_by_path_and_version(tmp_path, tiny_clip):
+    import torch
+
+    split = _fake_coop_tree(tmp_path / "data")
+    runs = [tmp_path / run / "epoch_10.pt" for run in ("run_a", "run_b")]
+    for seed, checkpoint in enumerate(runs):
+        checkpoint.parent.mkdir()
+        torch.save(random_state_dict(tiny_clip.name, seed=seed), checkpoint)
+    names = {feature_file_name("oxford_pets", tiny_clip.name, c) for c in runs}
+    assert len(names) == 2 and all("epoch_10-" in name for name in names)
+
+    def extract(checkpoint, *extra):
+        out = tmp_path / "features"
+        assert _extract(tmp_path / "data", out, SimpleNamespace(
+            name=tiny_clip.name, checkpoint=checkpoint), *extra) == 0
+        return out / feature_file_name("oxford_pets", tiny_clip.name, checkpoint)
+
+    # run A's cache stays (as a killed run's would); other weights are saved at its path
+    # (with another modification time), as a training run's next epoch
+    extract(runs[0], "--keep-cache").unlink()
+    torch.save(random_state_dict(tiny_clip.name, seed=1), runs[0])
+    os.utime(runs[0], ns=(1, 1))
+    data = load_features(extract(runs[0]))
+    reference = load_features(extract(runs[1]))
+    for key in ("train_features", "test_features", "text_features"):
+        np.testing.assert_allclose(data[key], reference[key], atol=1e-5)
 
 
 def test_extract_reports_missing_datasets(tmp_path, tiny_clip, capsys):

@@ -207,10 +207,21 @@ def _split_chunks(cache, split, n, chunk):
             for k in range((n + chunk - 1) // chunk)]
 
 
+def _weights_identity(args):
+    """What decides the features besides the inputs: the model (a config file by its
+    version), its weights (a checkpoint file by its resolved path and version) and the
+    precision."""
+    from .._clip.model import model_key
+
+    key = model_key(args.model, args.pretrained)
+    return {"model": key.name, "source": key.source, "weights": key.weights,
+            "versions": key.versions, "precision": args.precision}
+
+
 def _drop_stale_cache(cache, image_inputs, text_inputs, log):
     """Remove what the cache holds from other inputs, so that a resumed run cannot mix it
-    in: image chunks of another image list or chunk size, text of other prompts. What the
-    cache holds is recorded in ``inputs.json``, as digests."""
+    in: image chunks of another image list, chunk size or model, text of other prompts or
+    model. What the cache holds is recorded in ``inputs.json``, as digests."""
 
     def digest(value):
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
@@ -219,11 +230,12 @@ def _drop_stale_cache(cache, image_inputs, text_inputs, log):
     held = json.loads(record.read_text()) if record.exists() else {}
     current = {"images": digest(image_inputs), "text": digest(text_inputs)}
     if held.get("images") != current["images"] and any(cache.glob("*.npy")):
-        log(f"{cache.name}: cached image chunks are of other images or chunk size, recomputed")
+        log(f"{cache.name}: cached image chunks are of other images, chunk size or model, "
+            "recomputed")
         for chunk in cache.glob("*.npy"):
             chunk.unlink()
     if held.get("text") != current["text"] and (cache / "text.npz").exists():
-        log(f"{cache.name}: cached text features are of other prompts, recomputed")
+        log(f"{cache.name}: cached text features are of other prompts or model, recomputed")
         (cache / "text.npz").unlink()
     record.write_text(json.dumps(current))
 
@@ -248,10 +260,12 @@ def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
     cache.mkdir(parents=True, exist_ok=True)
     descriptions = load_descriptions(args.cupl, spec, class_names)
     sets = prompt_sets(spec, class_names, descriptions)
+    weights = _weights_identity(args)
     _drop_stale_cache(
         cache,
-        {"chunk_size": args.chunk_size, **{s: [str(p) for p in splits[s][0]] for s in SPLITS}},
-        sets, log)
+        {"weights": weights, "chunk_size": args.chunk_size,
+         **{s: [str(p) for p in splits[s][0]] for s in SPLITS}},
+        {"weights": weights, "prompts": sets}, log)
 
     start = time.perf_counter()
     chunks = {s: _split_chunks(cache, s, len(splits[s][0]), args.chunk_size) for s in SPLITS}

@@ -30,6 +30,7 @@ the unit mean of the sets' unit prototypes (and the mean of their pre-projection
 so that 50 description sentences do not outvote one hand-written template.
 """
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -43,8 +44,15 @@ PROMPT_SETS = ("clip", "coop", "cupl")
 
 
 def feature_file_name(dataset, model, pretrained):
-    """``oxford_pets__ViT-B-16__openai.npz``; a checkpoint path counts by its file stem."""
-    tag = Path(str(pretrained)).stem if pretrained else "none"
+    """``oxford_pets__ViT-B-16__openai.npz``; a checkpoint file counts by its stem and a
+    digest of its resolved path (``epoch_10-1a2b3c4d``), so that the ``epoch_10.pt`` of
+    two training runs do not share a file name."""
+    tag = "none"
+    if pretrained:
+        path = Path(str(pretrained)).expanduser()
+        tag = path.stem
+        if path.is_file():
+            tag += "-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
 
     def clean(text):
         return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text))
