@@ -167,6 +167,19 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
+        try:
+            self._validate_and_fit(X, y)
+        except BaseException:
+            # A failed fit (bad labels, a diverged training run, an interrupt) leaves no
+            # half-fitted estimator that check_is_fitted would take for a fitted one, nor
+            # a refit's new classes_ over the earlier fit's model.
+            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+                delattr(self, name)
+            raise
+        return self
+
+    def _validate_and_fit(self, X, y):
+        """:meth:`fit`'s work, which sets the fitted attributes as it goes."""
         recorded_encoder = recorded_text_encoder(X)  # validate_data drops the record
         views_record = recorded_views(X)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
@@ -211,17 +224,9 @@ class FewShotClassifierBase(ClassifierMixin, BaseEstimator):
         # X stays float32 when given so: the math computes in float64, except the products
         # with the (n_samples x dim) features where a function says it keeps X's precision.
         work = X.shape[0] * X.shape[1] * max(X.shape[1], len(self.classes_))
-        try:
-            with sized_threads(work, self.n_jobs):
-                self._fit(X, y_encoded, class_text, rng)
-                self.temperature_ = self._fit_temperature(X, y_encoded, class_text, rng)
-        except BaseException:
-            # A failed fit (a diverged training run, an interrupt) leaves no half-fitted
-            # estimator that check_is_fitted would take for a fitted one.
-            for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
-                delattr(self, name)
-            raise
-        return self
+        with sized_threads(work, self.n_jobs):
+            self._fit(X, y_encoded, class_text, rng)
+            self.temperature_ = self._fit_temperature(X, y_encoded, class_text, rng)
 
     def _fit_temperature(self, X, y_encoded, class_text, rng):
         """``temperature_``: fitted on honest logits of the shots, or 1 without calibration."""

@@ -1,7 +1,11 @@
 """scikit-learn's estimator checks on every public classifier (text-free mode)."""
 
+import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.validation import check_is_fitted
 
 from sklearn_cmm import (
     CrossModalMappingClassifier,
@@ -48,3 +52,27 @@ def test_non_deterministic_tag_names_every_unseeded_draw(Classifier):
     assert not tag(random_state=0, train=True, n_shots=4)
     assert not ZeroShotClassifier().__sklearn_tags__().non_deterministic
     assert not CrossModalMappingClassifier().__sklearn_tags__().non_deterministic
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS[::2], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("bad_fit", ["one class", "labels outside classes", "width"])
+def test_a_failed_refit_leaves_the_estimator_unfitted(estimator, bad_fit):
+    # validate_data sets n_features_in_ and the labels classes_ before the fit's checks
+    # fail: kept, the new classes_ would name the earlier fit's columns
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 6)), np.repeat(["a", "b", "c"], 4)
+    estimator = clone(estimator).fit(X, y)
+    if bad_fit == "one class":
+        X_bad, y_bad = X, np.full(12, "x")
+    elif bad_fit == "labels outside classes":
+        estimator.set_params(classes=["a", "b", "c"])
+        X_bad, y_bad = X, np.repeat(["x", "y", "z"], 4)
+    else:  # not a multiple of n_views
+        estimator.set_params(n_views=4)
+        X_bad, y_bad = X, y
+    with pytest.raises(ValueError):
+        estimator.fit(X_bad, y_bad)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(estimator)
+    assert not [name for name in vars(estimator) if name.endswith("_")
+                and not name.startswith("_")]
