@@ -643,6 +643,15 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             verbose=self.verbose,
         )
 
+        def run_checked(runs, n_steps, checkpoint):
+            """The validation's trainings; one that diverged fails the fit, as the final
+            training does (its NaN checkpoints would score at chance and be passed over
+            without a word)."""
+            n_run = run_steps(runs, n_steps, checkpoint=checkpoint, **schedule)
+            for training in runs:
+                check_converged(training)
+            return n_run
+
         def run(rows):
             fold_T = T
             if self.prototype_source_ == "image_means":  # the image means of its own rows
@@ -661,11 +670,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             self.best_iter_ = self.n_iter_ = 0
         else:
             validated, closed_form, self.validation_scores_, self.best_iter_, self.n_iter_ = (
-                self._validate(
-                    X, y_encoded, W, folds, run, lambda runs, n, checkpoint: run_steps(
-                        runs, n, checkpoint=checkpoint, **schedule
-                    ),
-                )
+                self._validate(X, y_encoded, W, folds, run, run_checked)
             )
             # The search (and the temperature) score the same held-out shots of both.
             rows = held_out_subset(sum(len(part[3]) for part in validated), rng, MAX_HELD_OUT)

@@ -919,11 +919,14 @@ def test_trained_checkpoint_kept_only_if_it_beats_the_searched_closed_form(
         assert clf.best_iter_ > 0 and clf.loss_curve_.shape == (clf.best_iter_,)
 
 
-def test_diverged_training_raises_and_leaves_the_estimator_unfitted(data):
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_diverged_training_raises_and_leaves_the_estimator_unfitted(data, early_stopping):
+    # with early stopping, the validation's trainings diverge first: their NaN
+    # checkpoints scored at chance, and the fit chose the closed form without a word
     X_train, y_train, _, _, text, W = data
     clf = SeMoBridgeClassifier(text_features=text, text_projection=W, text_encoder=None,
-                               train=True, early_stopping=False, max_iter=30, warmup_iter=0,
-                               learning_rate=1e6)
+                               train=True, early_stopping=early_stopping, max_iter=30,
+                               warmup_iter=0, learning_rate=1e6, validation_interval=5)
     with pytest.raises(ValueError, match="SeMoBridge-T diverged"):
         clf.fit(X_train, y_train)
     assert not hasattr(clf, "projection_pinv_") and not hasattr(clf, "classes_")
