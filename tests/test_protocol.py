@@ -48,6 +48,16 @@ def test_eleven_datasets_and_four_variants_with_coop_facts():
         get_spec("mnist")
 
 
+def test_an_imagenet_class_folder_missing_from_classnames_is_named(tmp_path):
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "imagenet" / "classnames.txt").write_text("n01440764 tench\n")
+    for wnid in ("n01440764", "n09999999"):
+        _touch(tmp_path / "imagenet" / "images" / "train" / wnid / "a.JPEG")
+    with pytest.raises(ValueError, match="1 folder.* not in .*classnames.txt, e.g. "
+                       "'n09999999'"):
+        read_split(tmp_path, "imagenet")
+
+
 def _touch(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
@@ -71,6 +81,7 @@ def test_read_split_of_the_other_layouts(tmp_path):
     for sub, wnid, image in [("train", "n01443537", "a.JPEG"), ("train", "n01440764", "b.JPEG"),
                              ("val", "n01440764", "c.JPEG")]:
         _touch(tmp_path / "imagenet" / "images" / sub / wnid / image)
+    _touch(tmp_path / "imagenet" / "images" / "train" / "train_cls.txt")  # not a class
     splits, names = read_split(tmp_path, "imagenet")
     assert names == ["tench", "goldfish"]
     assert splits["train"][1] == [0, 1] and splits["test"][1] == [0]
@@ -79,6 +90,7 @@ def test_read_split_of_the_other_layouts(tmp_path):
     (tmp_path / "imagenet-rendition").mkdir()
     (tmp_path / "imagenet-rendition" / "classnames.txt").write_text(classnames)
     _touch(tmp_path / "imagenet-rendition" / "imagenet-r" / "n01443537" / "x.jpg")
+    _touch(tmp_path / "imagenet-rendition" / "imagenet-r" / "README.txt")
     splits, names = read_split(tmp_path, "imagenet_r")
     assert splits["test"][1] == [1] and names == ["tench", "goldfish"]  # ImageNet's labels
 
@@ -316,6 +328,21 @@ def test_extraction_tells_checkpoints_apart_by_path_and_version(tmp_path, tiny_c
     reference = load_features(extract(runs[1]))
     for key in ("train_features", "test_features", "text_features"):
         np.testing.assert_allclose(data[key], reference[key], atol=1e-5)
+
+
+def test_cupl_folder_files_are_found_by_any_name_of_the_dataset(tmp_path):
+    from sklearn_cmm.protocol.extract import load_descriptions
+
+    names = {"CuPL_prompts_flowers102.json": "oxford_flowers",
+             "CuPL_prompts_OxfordPets.json": "oxford_pets",
+             "describable-textures.json": "dtd", "CuPL_prompts_imagenet.json": "imagenet"}
+    for file_name, dataset in names.items():
+        (tmp_path / file_name).write_text(json.dumps({"a b": [f"{dataset} a b."]}))
+    for dataset in names.values():
+        assert load_descriptions(tmp_path, get_spec(dataset), ["a_b"]) == [[f"{dataset} a b."]]
+    # ImageNet's file is not ImageNet-Sketch's, nor another dataset's name a part of one
+    for dataset in ("imagenet_sketch", "caltech101"):
+        assert load_descriptions(tmp_path, get_spec(dataset), ["a_b"]) is None
 
 
 def test_extract_reports_missing_datasets(tmp_path, tiny_clip, capsys):

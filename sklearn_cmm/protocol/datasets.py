@@ -241,9 +241,20 @@ def _read_fgvc(base, image_dir, spec):
     return items, class_names
 
 
+def _class_folders(folder, names, classnames_file):
+    """The class folders in ``folder`` (other files are left out), each a WordNet id of
+    ``classnames.txt``."""
+    folders = [f for f in _listdir(folder) if (folder / f).is_dir()]
+    unknown = [f for f in folders if f not in names]
+    if unknown:
+        raise ValueError(f"{folder}: {len(unknown)} folder(s) not in {classnames_file}, "
+                         f"e.g. {unknown[0]!r}.")
+    return folders
+
+
 def _read_imagenet(base, image_dir, spec):
     names = _read_classnames(base / "classnames.txt")
-    folders = _listdir(image_dir / "train")
+    folders = _class_folders(image_dir / "train", names, base / "classnames.txt")
     class_names = [names[folder] for folder in folders]
     items = {"val": []}
     for split, sub in (("train", "train"), ("test", "val")):
@@ -266,9 +277,8 @@ def _read_imagenet_variant(base, image_dir, spec):
                 rows += [(f"{label}/{im}", label, class_names[label])
                          for im in _images_in(image_dir / str(label))]
     else:  # folders are WordNet ids; labels are ImageNet's (classnames.txt order)
-        for folder in _listdir(image_dir):
-            if (image_dir / folder).is_dir():
-                label = wnids.index(folder)
-                rows += [(f"{folder}/{im}", label, class_names[label])
-                         for im in _images_in(image_dir / folder)]
+        for folder in _class_folders(image_dir, names, base / "classnames.txt"):
+            label = wnids.index(folder)
+            rows += [(f"{folder}/{im}", label, class_names[label])
+                     for im in _images_in(image_dir / folder)]
     return {"train": [], "val": [], "test": rows}, class_names

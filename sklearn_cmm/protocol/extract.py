@@ -148,14 +148,17 @@ def load_descriptions(cupl, spec, class_names):
 
     The JSON maps class names to lists of sentences; keys are matched to the dataset's
     class names ignoring case, underscores and spaces. Every class must have sentences.
+    In a folder, the dataset's file is named by any of its names (key, table name, CoOp's
+    name, folder: ``oxford_flowers.json``, ``flowers102.json``), ignoring case,
+    underscores and hyphens, with or without CuPL's ``CuPL_prompts_`` prefix.
     """
     if cupl is None:
         return None
     path = Path(cupl)
     if path.is_dir():
-        squash = spec.key.replace("_", "")
-        found = [p for p in sorted(path.glob("*.json"))
-                 if p.stem == spec.key or squash in p.stem.lower().replace("_", "")]
+        found = [p for p in sorted(path.glob("*.json")) if _squash(p.stem).removeprefix(
+            "cuplprompts") in {_squash(n) for n in (spec.key, spec.name, spec.coop_name,
+                                                    spec.folder)}]
         if not found:
             return None
         path = found[0]
@@ -170,6 +173,10 @@ def load_descriptions(cupl, spec, class_names):
         raise ValueError(f"{path}: no descriptions for {len(missing)} classes, e.g. "
                          f"{missing[:3]!r}.")
     return [[str(s) for s in table[norm(name)]] for name in class_names]
+
+
+def _squash(name):
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def prompt_sets(spec, class_names, descriptions=None):
@@ -259,6 +266,8 @@ def extract_dataset(spec, args, featurizer_factory, text_encoder, log=print):
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     descriptions = load_descriptions(args.cupl, spec, class_names)
+    if args.cupl is not None and descriptions is None:
+        log(f"{spec.key}: no descriptions for it in {args.cupl}, no cupl prompt set")
     sets = prompt_sets(spec, class_names, descriptions)
     weights = _weights_identity(args)
     _drop_stale_cache(
