@@ -37,6 +37,7 @@ Usage::
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -209,6 +210,17 @@ def fashion_featurizer(name, cache_dir=CACHE_DIR, **params):
     return CLIPFeaturizer(BUNDLED_MODEL, pretrained=pretrained, device="cpu", **params)
 
 
+def _weights_digest(name, cache_dir):
+    """The first 12 hex digits of the SHA-256 of fashion test bed ``name``'s weights."""
+    from sklearn_cmm.bundled import BUNDLED_MODEL
+
+    weights = (REPO_ROOT / "sklearn_cmm" / "_bundled" / f"{BUNDLED_MODEL}.safetensors"
+               if name == "fashion-tiny" else _b_weights(cache_dir))
+    if not weights.is_file():
+        fashion_featurizer(name, cache_dir)  # says how to train model B
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+
+
 def _featurize_fashion(name, cache_dir):
     """Features and text of the bundled held-out images under model A or B."""
     from sklearn_cmm.bundled import BUNDLED_MODEL, load_fashion_mnist_sample
@@ -290,7 +302,8 @@ def load_testbed(name, cache_dir=CACHE_DIR):
     if name not in ("fashion-tiny", "fashion-tiny-b"):
         raise ValueError(
             f"Unknown test bed {name!r}; choose from {TESTBEDS + UNSEEN_TESTBEDS}.")
-    path = Path(cache_dir) / f"{name}.v{CACHE_VERSION}.npz"
+    # named by the weights' digest too: a retrained model B is another test bed
+    path = Path(cache_dir) / f"{name}.v{CACHE_VERSION}.{_weights_digest(name, cache_dir)}.npz"
     if not path.is_file():
         arrays = _featurize_fashion(name, cache_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
