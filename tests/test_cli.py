@@ -1,4 +1,5 @@
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -227,6 +228,19 @@ def test_benchmark_checks_every_draw_has_validation_images_before_any_work(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "imagenet, 8 shots, seed 1: no validation images of 4 of the 4 classes" in err
+
+
+def test_benchmark_results_of_two_models_go_to_two_folders_by_default(tmp_path):
+    for model in ("RN50", "ViT-B-16"):
+        make_synthetic_features(tmp_path, ["eurosat"], dim=16, n_classes=4, model=model,
+                                caps={"train": 8, "val": 4, "test": 6})
+        assert main(["benchmark", "--features", str(tmp_path), "--model", model,
+                     "--methods", "zero-shot", "--shots", "1", "--seeds", "1",
+                     "--quiet"]) == 0
+    for model in ("RN50", "ViT-B-16"):
+        record = json.loads((tmp_path / "benchmark" / f"{model}__synthetic" /
+                             "results.json").read_text())
+        assert record["model"] == model
 
 
 def test_benchmark_checks_its_default_out_before_any_work(tmp_path, capsys, monkeypatch):

@@ -43,21 +43,26 @@ from .datasets import SPLITS
 PROMPT_SETS = ("clip", "coop", "cupl")
 
 
-def feature_file_name(dataset, model, pretrained):
-    """``oxford_pets__ViT-B-16__openai.npz``; a checkpoint file counts by its stem and a
-    digest of its resolved path (``epoch_10-1a2b3c4d``), so that the ``epoch_10.pt`` of
-    two training runs do not share a file name."""
+def model_tag(model, pretrained):
+    """``ViT-B-16__openai``: a model and its weights in a file name; a checkpoint file
+    counts by its stem and a digest of its resolved path (``epoch_10-1a2b3c4d``), so that
+    the ``epoch_10.pt`` of two training runs do not share a name."""
     tag = "none"
     if pretrained:
         path = Path(str(pretrained)).expanduser()
         tag = path.stem
         if path.is_file():
             tag += "-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    return f"{_clean(model)}__{_clean(tag)}"
 
-    def clean(text):
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text))
 
-    return f"{clean(dataset)}__{clean(model)}__{clean(tag)}.npz"
+def _clean(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text))
+
+
+def feature_file_name(dataset, model, pretrained):
+    """``oxford_pets__ViT-B-16__openai.npz`` (:func:`model_tag`)."""
+    return f"{_clean(dataset)}__{model_tag(model, pretrained)}.npz"
 
 
 def save_features(path, arrays, metadata):

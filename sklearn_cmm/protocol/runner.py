@@ -127,7 +127,8 @@ def add_arguments(parser):
                         help="limit BLAS and torch CPU threads (on a busy machine 1 is "
                         "often fastest)")
     parser.add_argument("--out", type=writable_dir, default=None,
-                        help="folder for the result files (default FEATURES/benchmark)")
+                        help="folder for the result files (default "
+                        "FEATURES/benchmark/MODEL__WEIGHTS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -425,7 +426,7 @@ def _check_arguments(args):
     Returns ``(paths, metadata, datasets, model, pretrained, overrides, out)``; raises
     :class:`~sklearn_cmm.protocol.report.UsageError` with the problem in one line.
     """
-    from .features import load_labels
+    from .features import load_labels, model_tag
     from .methods import make_classifier
 
     # what the runner passes every estimator itself: the seed, --device, the file's text
@@ -445,15 +446,16 @@ def _check_arguments(args):
                 step._validate_params()
         except ValueError as error:  # sklearn's InvalidParameterError is a ValueError
             raise UsageError(f"--set: {error}") from None
-    try:  # the default FEATURES/benchmark; a given --out was checked when parsed
-        out = args.out or writable_dir(args.features / "benchmark")
-    except argparse.ArgumentTypeError as error:
-        raise UsageError(f"--out: {error}") from None
     try:
         selected, (model, pretrained) = select_files(args.features, args.datasets,
                                                      args.model, args.pretrained)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+    try:  # a given --out was checked when parsed; by default one folder a model
+        out = args.out or writable_dir(args.features / "benchmark" /
+                                       model_tag(model, pretrained))
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"--out: {error}") from None
     if args.distribution_shift:
         if "imagenet" not in selected or not any(key in selected for key in SHIFT_DATASETS):
             raise UsageError(f"--distribution-shift needs the features of ImageNet and of at "
