@@ -484,6 +484,13 @@ def _as_rgb(item, index):
         # A lazily opened image decodes here: a truncated file fails as a read error.
         where = f" (read from {item.filename!r})" if getattr(item, "filename", "") else ""
         what = f"Cannot decode X[{index}], a PIL image{where}"
+        if getattr(item, "tile", None) and getattr(item, "fp", True) is None:
+            # Pillow would fail on an assertion, which names nothing (or, under python
+            # -O, on an attribute of None)
+            raise ValueError(
+                f"{what}: its file was closed before its pixels were read (opened in a "
+                "`with Image.open(...)` block that has ended?); call image.load() inside "
+                "the block, or pass the path.")
         opened = nullcontext(item)
     else:
         path = os.fspath(item)
@@ -513,6 +520,8 @@ def _rgb_of(image):
         # convert("RGB") clips these modes at 255: a 16-bit image would come out white
         # and a float image in [0, 1] black. Scale them as arrays of the same values.
         image = Image.fromarray(_array_as_8bit(np.asarray(image), mode=image.mode))
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it only to "LA"
+        image = image.convert("LA")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -247,6 +247,30 @@ def test_missing_and_corrupt_files_are_errors_naming_the_file(featurizer, image_
         featurizer.transform([missing])
 
 
+def test_a_pil_image_closed_before_decoding_is_an_error_saying_so(featurizer, image_files):
+    featurizer.fit(None)
+    with Image.open(image_files.paths[1]) as image:
+        pass  # the block ends before anything reads the pixels
+    X = [image_files.paths[0], image]
+    with pytest.raises(ValueError, match=r"Cannot decode X\[1\], a PIL image \(read from "
+                       r".*\): its file was closed before its pixels were read"):
+        featurizer.transform(X)
+    with Image.open(image_files.paths[1]) as loaded:
+        loaded.load()  # decoded inside the block: fine
+    np.testing.assert_allclose(featurizer.transform([loaded]),
+                               featurizer.transform(image_files.paths[1:2]), atol=1e-6)
+
+
+def test_premultiplied_grey_and_alpha_converts_as_its_straight_mode(featurizer, reference):
+    grey = _arrays(2, seed=4, channels=None)
+    straight = [Image.merge("LA", [Image.fromarray(a), Image.new("L", a.shape[::-1], 255)])
+                for a in grey]  # opaque: premultiplying changes nothing
+    premultiplied = [image.convert("La") for image in straight]
+    expected = _expected(reference, [image.convert("RGB") for image in straight])
+    np.testing.assert_allclose(featurizer.fit(None).transform(premultiplied), expected,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "X, message",
     [
