@@ -48,13 +48,22 @@ def random_crop_box(width, height, rng, scale=CROP_SCALE, ratio=CROP_RATIO):
     return left, upper, left + w, upper + h
 
 
-def augmented_view(image, augmentation, rng):
-    """One augmented view of an RGB PIL ``image``, the size of ``image``.
+def view_size(size, max_short_side):
+    """``size`` (width, height) scaled down to a shorter side of ``max_short_side``, or
+    as it is when its shorter side is no longer (or ``max_short_side`` is None)."""
+    if max_short_side is None or min(size) <= max_short_side:
+        return size
+    scale = max_short_side / min(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def augmented_view(image, augmentation, rng, max_short_side=None):
+    """One augmented view of an RGB PIL ``image``.
 
     ``"flip"`` is the mirror image; ``"crop_flip"`` a random resized crop
-    (:func:`random_crop_box`, resized back to the image's size) mirrored with
-    probability 1/2; a callable is called as ``augmentation(image, rng)`` and must
-    return a PIL image.
+    (:func:`random_crop_box`, resized to the image's size, scaled down to a shorter side
+    of ``max_short_side``: :func:`view_size`) mirrored with probability 1/2; a callable
+    is called as ``augmentation(image, rng)`` and must return a PIL image.
     """
     if callable(augmentation):
         view = augmentation(image, rng)
@@ -66,7 +75,8 @@ def augmented_view(image, augmentation, rng):
     if augmentation == "flip":
         return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     box = random_crop_box(image.width, image.height, rng)
-    view = image.crop(box).resize(image.size, Image.Resampling.BICUBIC)
+    view = image.crop(box).resize(view_size(image.size, max_short_side),
+                                  Image.Resampling.BICUBIC)
     if rng.random() < 0.5:
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return view

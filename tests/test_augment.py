@@ -12,6 +12,7 @@ from sklearn_cmm._augment import (
     augmented_view,
     random_crop_box,
     view_generators,
+    view_size,
 )
 
 
@@ -48,6 +49,22 @@ def test_crop_boxes_vary_over_the_allowed_range():
 ])
 def test_crop_box_falls_back_to_the_central_box(width, height, expected):
     assert random_crop_box(width, height, np.random.default_rng(0)) == expected
+
+
+@pytest.mark.parametrize("size, limit, expected", [
+    ((90, 64), 64, (90, 64)), ((90, 65), 64, (89, 64)), ((4032, 3024), 448, (597, 448)),
+    ((3024, 4032), 448, (448, 597)), ((5, 2000), 1, (1, 400)), ((90, 65), None, (90, 65)),
+])
+def test_view_size_scales_the_shorter_side_down_to_the_limit(size, limit, expected):
+    assert view_size(size, limit) == expected
+
+
+def test_crop_flip_views_take_the_limited_size_flips_the_whole_image():
+    image = _photo(120, 80)
+    assert min(image.size) > 50
+    view = augmented_view(image, "crop_flip", np.random.default_rng(0), max_short_side=50)
+    assert view.size == view_size(image.size, 50) and min(view.size) == 50
+    assert augmented_view(image, "flip", np.random.default_rng(0), 50).size == image.size
 
 
 def test_flip_is_the_mirror_image():
