@@ -3,7 +3,8 @@
 import re
 import sys
 
-_DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:[0-9]+)?)\Z")
+#: torch refuses an index with a leading zero ("cuda:01")
+_DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:(0|[1-9][0-9]*))?)\Z")
 
 
 def check_device(device):

@@ -106,12 +106,14 @@ def test_zero_steps_leave_the_parameters():
     assert torch.equal(w.detach(), torch.ones(2))
 
 
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", torch.device("cpu")])
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:10",
+                                    torch.device("cpu")])
 def test_device_spellings_accepted(device):
     check_device(device)
 
 
-@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:", "CPU", "", 0, None, torch.device("meta")])
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:", "cuda:01", "cuda:00", "CPU", "",
+                                    0, None, torch.device("meta")])
 def test_other_devices_are_refused_in_one_place(device):
     with pytest.raises(ValueError, match="is not supported; use 'auto'"):
         check_device(device)
