@@ -287,8 +287,7 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbos
 
     :func:`sklearn_cmm._math.lbfgs.lbfgs` (history 10), on numpy arrays or tensors. Stops
     after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations, whichever comes
-    first, or when the largest entry of a step or of the gradient is at most ``tol``, or
-    the slope along the search direction is not below ``-tol``.
+    first, or when the largest entry of a step or of the gradient is at most ``tol``.
 
     Parameters
     ----------
@@ -330,11 +329,16 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbos
                                max_eval=bar.total, tol=tol, entries=entries)
     bar.close()
     losses = np.array(losses)
-    check_converging(losses, [param], desc)
+    # A line search rejects a try whose loss is NaN or +inf as a step too long: after the
+    # start, those were never the parameters' loss
+    rejected = np.zeros(len(losses), dtype=bool)
+    rejected[1:] = np.isnan(losses[1:]) | (losses[1:] == np.inf)
+    check_converging(losses[~rejected], [param], desc, remedy="Check X for huge values")
     return losses, n_iter
 
 
-def check_converging(losses, params, desc):
+def check_converging(losses, params, desc,
+                     remedy="Lower learning_rate, or check X for huge values"):
     """Raise when a run diverged: a fitted model must never hold NaN parameters.
 
     Checked once at the end (one synchronisation with the device, not one a step).
@@ -345,6 +349,5 @@ def check_converging(losses, params, desc):
     step = int(np.argmin(finite)) if not finite.all() else len(losses)
     raise ValueError(
         f"{desc} diverged: the loss or the parameters became NaN or infinite (at step "
-        f"{step} of {len(losses)}). Lower learning_rate, or check X for huge values; the "
-        "estimator was not fitted."
+        f"{step} of {len(losses)}). {remedy}; the estimator was not fitted."
     )

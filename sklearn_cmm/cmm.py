@@ -91,8 +91,7 @@ class CrossModalMappingClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMi
         40 s at 1024 on 2 CPU cores (``benchmarks/bench_scale.py``, ``bench_fit.py``).
     tol : float, default=1e-5
         L-BFGS stops when the largest entry of a step or of the gradient is at most
-        ``tol``, or the slope along its search direction is not below ``-tol``. Ignored
-        by AdamW.
+        ``tol``. Ignored by AdamW.
     alpha : float, default=1e-2
         Strength of the L2 penalty ``alpha / 2 * (||Delta||^2 + ||Delta_T||^2)`` added to
         the (mean over samples) loss: it keeps ``W`` near the closed form and ``T`` near

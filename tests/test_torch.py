@@ -163,6 +163,23 @@ def test_a_diverging_run_raises_instead_of_returning_nan(loop):
             minimize_lbfgs(w.detach(), value_and_grad, max_iter=50, tol=1e-9)
 
 
+def test_lbfgs_line_search_tries_that_overflow_are_not_a_divergence():
+    # a barrier that overflows to inf beyond x = 3.3: the first steps from x = -100 try
+    # points there, which the line search rejects as too long
+    x = np.full((1, 1), -100.0, dtype=np.float32)
+
+    def value_and_grad():
+        with np.errstate(over="ignore"):
+            barrier = np.exp(50 * (x - 1.5))
+        u = x - 1
+        return (np.sum(np.sqrt(1 + u * u)) + np.sum(barrier),
+                u / np.sqrt(1 + u * u) + 50 * barrier)
+
+    losses, _ = minimize_lbfgs(x, value_and_grad, max_iter=100, tol=1e-6)
+    assert np.isinf(losses).any()
+    assert abs(x[0, 0] - 1) < 1e-3
+
+
 @pytest.mark.parametrize("loop", ["adamw", "lbfgs"])
 def test_numpy_arrays_train_on_one_torch_thread_silently(loop, recwarn):
     """A numpy run's torch kernels take one thread beside BLAS's (restored after), and a

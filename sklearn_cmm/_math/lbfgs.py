@@ -245,8 +245,8 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10, entries=Non
     max_eval : int
         Most evaluations; a line search that would go beyond them ends early.
     tol : float
-        Stops when the largest entry of the gradient or of a step is at most ``tol``, or
-        the slope along the search direction is not below ``-tol``.
+        Stops when the largest entry of the gradient or of a step is at most ``tol`` (or
+        the search direction does not descend, by rounding).
     history : int, default=10
         Pairs kept for the inverse Hessian.
     entries : callable or None, default=None
@@ -260,7 +260,7 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10, entries=Non
     losses : list of float
         The loss at each evaluation, the start's first.
     n_iter : int
-        Iterations taken.
+        Iterations taken (line searches).
     """
     entries = entries or _as_it_is
     f, g = value_and_grad()
@@ -290,11 +290,15 @@ def lbfgs(x, value_and_grad, *, max_iter, max_eval, tol, history=10, entries=Non
 
     n_iter = 0
     while n_iter < max_iter and len(losses) < max_eval:
-        n_iter += 1
         d = inverse_hessian.direction(g)
         slope = float(g @ d)
-        if slope >= -tol:  # not a descent direction (rounding), or a flat one
+        # Only on a direction that does not descend (rounding): a flat one is no sign of
+        # convergence, as a small decrease is not (below). Its scale is the gradient's
+        # squared, and a run that stopped at a slope above -tol stopped with gradient
+        # entries of 1e-3, at an iteration that rounding decided.
+        if not slope < 0:
             break
+        n_iter += 1
         t = first_t if n_iter == 1 else 1.0
         start[:] = x
         largest = _largest_entry(entries(d))
