@@ -63,13 +63,34 @@ def test_plot_keeps_the_legend_off_the_data_and_says_what_the_bands_are(tmp_path
 
 
 def _accuracy_cells(table):
-    """``{method: its first two "mean ± std" cells}`` of a demo table's rows."""
+    """``{method: its first two (mean, std) cells}`` of a demo table's rows."""
     rows = {}
     for line in table.splitlines():
-        cells = re.findall(r"\d+\.\d\d ± \d+\.\d\d", line)
+        cells = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", line)
         if cells:
-            rows[line.split()[0]] = cells[:2]
+            rows[line.split()[0]] = [(float(m), float(sd)) for m, sd in cells[:2]]
     return rows
+
+
+#: How far a cell's mean and std (points) may lie from the README's: another CPU's BLAS
+#: kernels round differently, and CMM's L-BFGS carries that into its fits (its 1-shot
+#: cell: 74.03 ± 3.03 and 75.09 ± 2.99 on two development hosts, the same code).
+MEAN_TOLERANCE, STD_TOLERANCE = 1.5, 0.5
+
+
+def _cells_agree(printed, shown):
+    return printed.keys() == shown.keys() and all(
+        round(abs(pm - sm), 9) <= MEAN_TOLERANCE and round(abs(psd - ssd), 9) <= STD_TOLERANCE
+        for method in printed for (pm, psd), (sm, ssd) in zip(printed[method], shown[method]))
+
+
+def test_cells_agree_within_the_tolerances_only():
+    shown = {"cmm": [(74.03, 3.03), (82.56, 1.87)]}
+    assert _cells_agree({"cmm": [(75.09, 2.99), (82.64, 1.75)]}, shown)
+    assert _cells_agree({"cmm": [(75.53, 3.53), (82.56, 1.87)]}, shown)  # at both limits
+    assert not _cells_agree({"cmm": [(75.54, 3.03), (82.56, 1.87)]}, shown)
+    assert not _cells_agree({"cmm": [(74.03, 3.54), (82.56, 1.87)]}, shown)
+    assert not _cells_agree({"tip": [(74.03, 3.03), (82.56, 1.87)]}, shown)
 
 
 def test_demo_runs_end_to_end_and_prints_the_readme_s_numbers(tmp_path, capsys):
@@ -81,7 +102,7 @@ def test_demo_runs_end_to_end_and_prints_the_readme_s_numbers(tmp_path, capsys):
     printed = _accuracy_cells(capsys.readouterr().out)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     shown = _accuracy_cells(readme.split("## What the demo prints")[1].split("\n## ")[0])
-    assert list(printed) == DEMO_METHODS.split(",") and printed == shown
+    assert list(printed) == DEMO_METHODS.split(",") and _cells_agree(printed, shown)
     record = json.loads((tmp_path / "results.json").read_text())
     assert {r["method"] for r in record["runs"]} == set(printed)
     assert all(0 <= r["accuracy"] <= 1 for r in record["runs"])

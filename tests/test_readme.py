@@ -78,5 +78,32 @@ def test_readme_block_runs_and_prints_what_the_readme_shows(index, results):
     result = results[index]
     assert result["error"] is None, f"{code}\n{result['error']}"
     if output is not None:
-        assert result["stdout"].strip() == output.strip(), (
+        assert agrees(result["stdout"], output), (
             f"the README shows\n{output}\nbut the block printed\n{result['stdout']}")
+
+
+#: How far a printed decimal may lie from the README's: another CPU's BLAS kernels round
+#: differently, and a refinement carries that into accuracies (0.858 against 0.860 on two
+#: development hosts, 0.829 against 0.838 for a search's score).
+DECIMAL_TOLERANCE = 0.015
+_DECIMAL = re.compile(r"-?\d+\.\d+")
+
+
+def agrees(printed, shown):
+    """Whether ``printed`` is ``shown`` but for decimals within ``DECIMAL_TOLERANCE``."""
+    if _DECIMAL.sub("#", printed.strip()) != _DECIMAL.sub("#", shown.strip()):
+        return False
+    return all(round(abs(float(a) - float(b)), 9) <= DECIMAL_TOLERANCE for a, b in zip(
+        _DECIMAL.findall(printed), _DECIMAL.findall(shown)))
+
+
+@pytest.mark.parametrize("printed, shown, expected", [
+    ("top-1: 0.858", "top-1: 0.860", True),
+    ("top-1: 0.845", "top-1: 0.860", True),
+    ("top-1: 0.844", "top-1: 0.860", False),
+    ("{'a': 4} 0.829", "{'a': 5} 0.829", False),  # whole numbers as shown
+    ("['coat' 'bag']", "['coat' 'shirt']", False),
+    ("0.5 0.5", "0.5", False),
+])
+def test_agrees_allows_rounding_in_decimals_only(printed, shown, expected):
+    assert agrees(printed, shown) is expected
