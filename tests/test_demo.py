@@ -73,9 +73,10 @@ def _accuracy_cells(table):
 
 
 #: How far a cell's mean and std (points) may lie from the README's: another CPU's BLAS
-#: kernels round differently, and CMM's L-BFGS carries that into its fits (its 1-shot
-#: cell: 74.03 ± 3.03 and 75.09 ± 2.99 on two development hosts, the same code).
-MEAN_TOLERANCE, STD_TOLERANCE = 1.5, 0.5
+#: kernels round differently, and CMM's L-BFGS carries that into its fits. Its 1-shot
+#: cell, the same code: 75.09 ± 2.99 on AVX-512 kernels, 74.03 ± 3.03 on another
+#: development host, 73.82 ± 2.32 with OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2.
+MEAN_TOLERANCE, STD_TOLERANCE = 2.0, 1.0
 
 
 def _cells_agree(printed, shown):
@@ -87,9 +88,9 @@ def _cells_agree(printed, shown):
 def test_cells_agree_within_the_tolerances_only():
     shown = {"cmm": [(74.03, 3.03), (82.56, 1.87)]}
     assert _cells_agree({"cmm": [(75.09, 2.99), (82.64, 1.75)]}, shown)
-    assert _cells_agree({"cmm": [(75.53, 3.53), (82.56, 1.87)]}, shown)  # at both limits
-    assert not _cells_agree({"cmm": [(75.54, 3.03), (82.56, 1.87)]}, shown)
-    assert not _cells_agree({"cmm": [(74.03, 3.54), (82.56, 1.87)]}, shown)
+    assert _cells_agree({"cmm": [(76.03, 4.03), (82.56, 1.87)]}, shown)  # at both limits
+    assert not _cells_agree({"cmm": [(76.04, 3.03), (82.56, 1.87)]}, shown)
+    assert not _cells_agree({"cmm": [(74.03, 2.02), (82.56, 1.87)]}, shown)
     assert not _cells_agree({"tip": [(74.03, 3.03), (82.56, 1.87)]}, shown)
 
 
