@@ -16,6 +16,15 @@ class CLIPEmbeddings(np.ndarray):
     It behaves as the ``ndarray`` it is; slices and arithmetic keep the record, and it
     survives pickling (joblib workers, Dask, Ray). ``np.asarray(X)`` gives a plain array.
 
+    Parameters
+    ----------
+    array : array-like of shape (n_samples, n_features)
+        The embeddings (viewed, not copied, where they are an ndarray).
+    text_encoder : CLIPTextEncoder or None, default=None
+        The text side of the model and weights that made them.
+    views : tuple of (int, int) or None, default=None
+        ``(n_views, dim)`` of embeddings side by side in a row, as below.
+
     Attributes
     ----------
     text_encoder : CLIPTextEncoder or None

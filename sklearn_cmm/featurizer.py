@@ -121,14 +121,15 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     Attributes
     ----------
     embed_dim_ : int
-        Dimension of the embeddings (number of output features).
+        Dimension of the embeddings: the number of output features, times ``train_views
+        + 1`` in the output of ``fit_transform`` with ``view_output="columns"``.
 
     image_size_ : tuple of int
         ``(height, width)`` the images are resized and cropped to.
 
     preprocess_cfg_ : dict
-        The model's preprocessing: ``size``, ``mean``, ``std``, ``interpolation``,
-        ``resize_mode`` and ``fill_color``.
+        The model's preprocessing: ``size``, ``mode``, ``mean``, ``std``,
+        ``interpolation``, ``resize_mode`` and ``fill_color``.
 
     See Also
     --------

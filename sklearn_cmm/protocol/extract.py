@@ -66,7 +66,8 @@ def add_arguments(parser):
                         help="'auto': fp32 on CPU, mixed precision on GPU")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
     parser.add_argument("--num-workers", type=_count, default=None,
-                        help="image decoding threads (default min(8, CPUs))")
+                        help="image decoding threads (default: on the CPU the cores the "
+                        "model's threads leave, at most 8; with a GPU min(8, CPUs))")
     parser.add_argument("--chunk-size", type=positive_int, default=_DEFAULT_CHUNK,
                         help="images per resumable cache chunk")
     parser.add_argument("--max-train-per-class", type=positive_int, default=None,
