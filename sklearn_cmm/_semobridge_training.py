@@ -20,9 +20,14 @@ WARMUP_START_LR = 1e-5
 
 
 class BridgeTraining:
-    """One SeMoBridge-T optimisation: the trained array, its loss and losses."""
+    """One SeMoBridge-T optimisation: the trained array, its loss and losses.
 
-    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, backend):
+    ``T``, ``text_pre`` and ``image_logit_scale`` are those of its shots ``X``: a
+    validation training's come from its own rows.
+    """
+
+    def __init__(self, X, y_encoded, W, W_pinv, T, text_pre, params, backend, *,
+                 image_logit_scale):
         self.X, self.y, self.T = X, y_encoded, T
         # Nothing in the training is random: full batch, deterministic initialisation
         # (the bias at 0). W_pinv and the bias are one array (SeMoBridgeTLoss).
@@ -35,7 +40,7 @@ class BridgeTraining:
             text_weight=params.text_loss_weight,
             consistency_weight=params.consistency_loss_weight,
             bias_norm_weight=params.bias_norm_loss_weight,
-            image_logit_scale=params.image_logit_scale_,
+            image_logit_scale=image_logit_scale,
         )
         # Losses stay on the device until the end: one synchronisation, not one a step.
         self.losses = []

@@ -622,17 +622,27 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         leave-one-out; accuracies None without candidates).
         """
         n_classes = len(self.classes_)
-        if class_text is not None and class_text.pre_projection is not None:
-            text_pre = class_text.pre_projection
-        else:  # the preimage of each prototype under W (see Notes)
-            text_pre = text_preimage(T, W)
-        scale = self.image_logit_scale
-        if scale == "auto":
-            # The scale is 1 / the temperature that calibrates the zero-shot cosines.
-            scale = 1.0 / fit_temperature(
-                l2_normalize(X) @ T.T, y_encoded, log_bounds=AUTO_IMAGE_TEMPERATURE_LOG_BOUNDS
-            )
-        self.image_logit_scale_ = float(scale)
+        given_pre = None if class_text is None else class_text.pre_projection
+
+        def inputs(rows):
+            """The prototypes, their text before the projection and the image logit scale
+            of a training on ``rows``, from those rows only where they come from the
+            shots: a validation training's held-out images must not shape it."""
+            fold_T = T
+            if self.prototype_source_ == "image_means":  # the image means of its rows
+                fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
+            # else the preimage of each prototype under W (see Notes)
+            text_pre = given_pre if given_pre is not None else text_preimage(fold_T, W)
+            scale = self.image_logit_scale
+            if scale == "auto":
+                # 1 / the temperature that calibrates the zero-shot cosines
+                scale = 1.0 / fit_temperature(
+                    l2_normalize(X[rows]) @ fold_T.T, y_encoded[rows],
+                    log_bounds=AUTO_IMAGE_TEMPERATURE_LOG_BOUNDS)
+            return fold_T, text_pre, float(scale)
+
+        every_row = np.arange(len(y_encoded))
+        self.image_logit_scale_ = inputs(every_row)[2]
         from ._semobridge_training import BridgeTraining, check_converged, run_steps
         from ._torch import ArrayBackend, resolve_device
 
@@ -653,12 +663,9 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             return n_run
 
         def run(rows):
-            fold_T = T
-            if self.prototype_source_ == "image_means":  # the image means of its own rows
-                fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
-            return BridgeTraining(
-                X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre, self, backend
-            )
+            fold_T, text_pre, scale = inputs(rows)
+            return BridgeTraining(X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre,
+                                  self, backend, image_logit_scale=scale)
 
         folds = None  # of the images: an image's views go with it
         if self.early_stopping:
@@ -684,7 +691,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                     self.best_iter_ = 0
         if self.best_iter_ == 0:  # the closed form won: leave-one-out is honest for it
             return W_pinv, None, None, None
-        final = run(np.arange(len(y_encoded)))
+        final = run(every_row)
         run_steps([final], self.best_iter_, **schedule)
         self.loss_curve_ = check_converged(final)
         return (*final.parameters(), validated, accuracies)

@@ -635,9 +635,9 @@ class Spy:
         self.rows = []
         original = training.BridgeTraining.__init__
 
-        def init(training, X, *args):
+        def init(training, X, *args, **kwargs):
             self.rows.append({tuple(r) for r in X})
-            original(training, X, *args)
+            original(training, X, *args, **kwargs)
 
         monkeypatch.setattr(training.BridgeTraining, "__init__", init)
 
@@ -647,7 +647,7 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
     spy = Spy(monkeypatch)
     clf = fitted(data, train=True, max_iter=60, validation_interval=25, warmup_iter=0,
                  n_iter_no_change=None,
-                 learning_rate=1e-2, search="cv", n_search_trials=20, random_state=0)
+                 learning_rate=3e-2, search="cv", n_search_trials=20, random_state=2)
     everything = {tuple(r) for r in X_train}
     first, second = spy.rows[:2]
     assert not first & second and first | second == everything  # two disjoint folds
@@ -659,7 +659,7 @@ def test_early_stopping_validates_on_shots_it_did_not_train_on(data, monkeypatch
     # the final bridge: all shots, best_iter_ steps, as a plain training of that length
     assert len(spy.rows) == 3 and spy.rows[2] == everything
     plain = fitted(data, train=True, early_stopping=False, max_iter=clf.best_iter_,
-                   warmup_iter=0, learning_rate=1e-2, image_logit_scale=clf.image_logit_scale_)
+                   warmup_iter=0, learning_rate=3e-2, image_logit_scale=clf.image_logit_scale_)
     np.testing.assert_array_equal(clf.projection_pinv_, plain.projection_pinv_)
     assert clf.loss_curve_.shape == (clf.best_iter_,)
     expected = notes_logits(
@@ -682,7 +682,8 @@ def test_lockstep_trainings_equal_separate_ones(data, xp):
 
     def trainings():
         return [training.BridgeTraining(X_train[rows], y_train[rows], W,
-                                        explicit_pinv(W, 0.3), text, text, clf, backend)
+                                        explicit_pinv(W, 0.3), text, text, clf, backend,
+                                        image_logit_scale=clf.image_logit_scale_)
                 for rows in halves]
 
     together = trainings()
@@ -930,3 +931,43 @@ def test_diverged_training_raises_and_leaves_the_estimator_unfitted(data, early_
     with pytest.raises(ValueError, match="SeMoBridge-T diverged"):
         clf.fit(X_train, y_train)
     assert not hasattr(clf, "projection_pinv_") and not hasattr(clf, "classes_")
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_validation_training_gets_nothing_from_its_held_out_images(text, monkeypatch):
+    # The prototypes, their preimage under W (text-free) and the "auto" image logit scale
+    # of a validation training come from its own rows: changing a held-out image of the
+    # first fold changes nothing that the training on the other fold receives.
+    from sklearn_cmm import _semobridge_training as training
+    from sklearn_cmm._math.semobridge import validation_folds
+
+    rng = np.random.RandomState(0)
+    n_classes, dim = 3, 6
+    W = rng.randn(dim, dim)
+    y = np.repeat(np.arange(n_classes), 4)
+    X = rng.randn(len(y), dim) + 2 * np.eye(n_classes, dim)[y]
+    held_out = np.flatnonzero(validation_folds(y, n_classes, np.random.RandomState(0)) == 0)[0]
+    received = []
+    init = training.BridgeTraining.__init__
+
+    def spy(self, X_rows, y_rows, W, W_pinv, T, text_pre, params, backend, **kwargs):
+        received.append((X_rows.copy(), T.copy(), np.array(text_pre), kwargs))
+        init(self, X_rows, y_rows, W, W_pinv, T, text_pre, params, backend, **kwargs)
+
+    monkeypatch.setattr(training.BridgeTraining, "__init__", spy)
+    params = dict(text_projection=W, train=True, search=None, calibration=None, max_iter=2,
+                  validation_interval=1, random_state=0, text_encoder=None)
+    if text:
+        params["text_features"] = np.eye(n_classes, dim) + 0.3 * rng.randn(n_classes, dim)
+    firsts = []
+    for factor in (1, -5):
+        X_changed = X.copy()
+        X_changed[held_out] *= factor
+        received.clear()
+        SeMoBridgeClassifier(**params).fit(X_changed, y)
+        firsts.append(received[0])
+    (X_a, T_a, pre_a, kw_a), (X_b, T_b, pre_b, kw_b) = firsts
+    assert np.array_equal(X_a, X_b) and len(X_a) < len(X)  # the first fold's training
+    np.testing.assert_array_equal(T_a, T_b)
+    np.testing.assert_array_equal(pre_a, pre_b)
+    assert kw_a == kw_b
