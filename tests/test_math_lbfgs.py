@@ -198,6 +198,17 @@ def test_a_flat_direction_does_not_end_the_run():
     assert n_iter >= 1 and len(losses) > 1 and abs(0.5 * x[0]) <= 0.3
 
 
+def test_a_gradient_within_tol_ends_the_run_after_a_long_step():
+    """From (1, 0.001) on 0.5 (x^2 + 2 y^2) the first line search lands near the minimum
+    with a step of about 1: the gradient's entries (about 0.002) are within tol = 0.01,
+    the step's are not, and the run ends there."""
+    x = np.array([1.0, 0.001])
+    curvature = np.array([1.0, 2.0])
+    losses, n_iter = lbfgs(x, lambda: (0.5 * float(x @ (curvature * x)), curvature * x),
+                           max_iter=10, max_eval=20, tol=0.01)
+    assert n_iter == 1 and np.abs(curvature * x).max() <= 0.01
+
+
 def test_a_direction_that_does_not_descend_ends_the_run_uncounted(monkeypatch):
     # rounding can make -H g point uphill; its iteration takes no step and is not counted
     directions = []
