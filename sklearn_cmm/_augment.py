@@ -82,13 +82,18 @@ def augmented_view(image, augmentation, rng, max_short_side=None):
     return view
 
 
-def view_generators(random_state, n_images, n_views):
+def view_generators(random_state, n_images, n_views, first_image=0):
     """``(n_images, n_views)`` independent numpy generators, one per view, from one seed.
 
     ``random_state`` is an int, a RandomState or None (as scikit-learn's); the same
-    value gives the same generators, so a view depends only on it and the view's place.
+    value gives the same generators, so a view depends only on it and the view's place:
+    view ``k`` of image ``i`` draws from the child ``first_image * n_views + i * n_views +
+    k`` of the seed's ``SeedSequence``, so that images ``first_image ..`` of a longer list
+    (a shard) get the views they get in the whole list.
     """
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    children = np.random.SeedSequence(seed).spawn(n_images * n_views)
+    first = first_image * n_views
+    children = [np.random.SeedSequence(seed, spawn_key=(first + j,))  # spawn()'s children
+                for j in range(n_images * n_views)]
     return [[np.random.default_rng(children[i * n_views + k]) for k in range(n_views)]
             for i in range(n_images)]

@@ -323,9 +323,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """
         return self._embed(X, 0)
 
-    def _embed(self, X, n_views):
+    def _embed(self, X, n_views, first_image=0):
         """Embeddings of ``X`` with ``n_views`` augmented views of each image (see
-        ``view_output``; 0: none, side by side repeated as ``transform`` does)."""
+        ``view_output``; 0: none, side by side repeated as ``transform`` does); ``X`` is
+        images ``first_image ..`` of a longer list, whose views they get
+        (:func:`~sklearn_cmm._augment.view_generators`)."""
         import torch
         import torch.nn.functional as F
 
@@ -337,7 +339,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         # generator, so that the draws do not depend on the decoding threads' order.
         items = [(index, None) for index in range(len(images))]
         if n_views:
-            generators = view_generators(self.random_state, len(images), n_views)
+            generators = view_generators(self.random_state, len(images), n_views, first_image)
             items = [(index, rng) for index, views in enumerate(generators)
                      for rng in [None, *views]]
         loaded = self._loaded_model()

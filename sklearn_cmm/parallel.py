@@ -60,8 +60,9 @@ def pending_shards(paths, output_dir, shard_size):
 
     Returns
     -------
-    pending : list of (Path, list of str)
-        The target file and the paths of each missing shard.
+    pending : list of (Path, list of str, int)
+        The target file, the paths and the index of the first path of each missing
+        shard.
     n_shards : int
         The number of shards of ``paths``, written or not.
     """
@@ -72,7 +73,9 @@ def pending_shards(paths, output_dir, shard_size):
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     shards = [paths[start : start + shard_size] for start in range(0, len(paths), shard_size)]
-    beyond = [file.name for file in _shard_files(output_dir)[len(shards):]]
+    # by number: a run on more inputs, interrupted, can leave a gap before such a shard
+    beyond = [file.name for file in _shard_files(output_dir)
+              if int(file.stem.split("-")[1]) >= len(shards)]
     if beyond:
         raise ValueError(
             f"{output_dir} holds shards beyond the {len(shards)} of these inputs "
@@ -83,7 +86,7 @@ def pending_shards(paths, output_dir, shard_size):
     for index, shard in enumerate(shards):
         target = output_dir / SHARD_NAME.format(index)
         if not target.exists():
-            pending.append((target, shard))
+            pending.append((target, shard, index * shard_size))
         elif pq.read_table(target, columns=["path"]).column("path").to_pylist() != shard:
             raise ValueError(
                 f"{target} holds other paths than shard {index} of these inputs; "
@@ -92,20 +95,23 @@ def pending_shards(paths, output_dir, shard_size):
     return pending, len(shards)
 
 
-def write_shard(featurizer, paths, target):
+def write_shard(featurizer, paths, target, first_index=0):
     """Embed ``paths`` with ``featurizer`` and write them to the Parquet file ``target``.
 
     The file appears complete or not at all. ``featurizer.fit`` loads the model, from the
-    process's model cache after the first shard.
+    process's model cache after the first shard. With ``train_views``, each image gets
+    the views it gets in ``featurizer.fit_transform`` of all the inputs.
 
     Parameters
     ----------
     featurizer : CLIPFeaturizer
-        Embeds the paths with ``fit_transform``.
+        Embeds the paths as its ``fit_transform`` does.
     paths : list of str
         The image paths of one shard, stored in the ``path`` column.
     target : str or path-like
         The Parquet file to write, replaced if it exists.
+    first_index : int, default=0
+        The place of ``paths[0]`` in all the inputs.
 
     Returns
     -------
@@ -113,7 +119,7 @@ def write_shard(featurizer, paths, target):
         ``target``, as a str.
     """
     pa, pq = _pyarrow()
-    X = np.asarray(featurizer.fit_transform(paths))
+    X = np.asarray(featurizer.fit(paths)._embed(paths, featurizer.train_views, first_index))
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), X.shape[1])
     table = pa.table({"path": pa.array(paths, pa.string()), "embedding": embedding})
     target = Path(target)
@@ -210,9 +216,9 @@ def featurize_with_dask(paths, featurizer, output_dir, *, shard_size=4096, clien
     client = distributed.get_client() if client is None else client
     pending, n_shards = pending_shards(paths, output_dir, shard_size)
     futures = [
-        client.submit(write_shard, featurizer, shard, str(target), pure=False,
+        client.submit(write_shard, featurizer, shard, str(target), first, pure=False,
                       resources=resources)
-        for target, shard in pending
+        for target, shard, first in pending
     ]
     written, failure = [], None
     try:
@@ -241,8 +247,8 @@ class _ShardWriter:
 
     def __call__(self, batch):
         written = [
-            write_shard(self.featurizer, list(shard), target)
-            for target, shard in zip(batch["target"], batch["paths"])
+            write_shard(self.featurizer, list(shard), target, int(first))
+            for target, shard, first in zip(batch["target"], batch["paths"], batch["first"])
         ]
         return {"written": np.asarray(written)}
 
@@ -286,7 +292,8 @@ def featurize_with_ray(paths, featurizer, output_dir, *, shard_size=4096, num_ac
     if not pending:
         return []
     shards = ray.data.from_items(
-        [{"target": str(target), "paths": shard} for target, shard in pending],
+        [{"target": str(target), "paths": shard, "first": first}
+         for target, shard, first in pending],
         override_num_blocks=len(pending),
     )
     results = shards.map_batches(

@@ -67,6 +67,12 @@ def test_crop_flip_views_take_the_limited_size_flips_the_whole_image():
     assert augmented_view(image, "flip", np.random.default_rng(0), 50).size == image.size
 
 
+def test_view_generators_of_a_later_part_are_those_of_the_whole_list():
+    whole = [[g.random() for g in row] for row in view_generators(3, 5, 2)]
+    part = [[g.random() for g in row] for row in view_generators(3, 3, 2, first_image=2)]
+    assert part == whole[2:]
+
+
 def test_flip_is_the_mirror_image():
     image = _photo()
     np.testing.assert_array_equal(

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from sklearn_cmm import CLIPFeaturizer
 from sklearn_cmm.parallel import (
@@ -51,6 +52,16 @@ def test_features_equal_the_single_process_featurizer(engine, featurizer, images
     assert X.dtype == np.float32
 
 
+def test_views_of_every_shard_are_those_of_the_single_process_featurizer(
+        featurizer, images, tmp_path, dask_client):
+    # each shard's fit_transform drew its views from the start of the seed's sequence:
+    # image i of every shard got the same crop
+    views = clone(featurizer).set_params(train_views=2, view_output="columns", random_state=0)
+    featurize_with_dask(images, views, tmp_path, shard_size=4, verbose=False)
+    _, X = read_features(tmp_path)
+    np.testing.assert_allclose(X, views.fit_transform(images), atol=1e-6)
+
+
 def test_a_failed_run_resumes_without_recomputing_written_shards(
     engine, featurizer, images, tmp_path
 ):
@@ -81,8 +92,8 @@ def test_a_failed_run_resumes_without_recomputing_written_shards(
 def test_shards_of_other_inputs_are_an_error(featurizer, images, tmp_path, dask_client):
     featurize_with_dask(images[:4], featurizer, tmp_path, shard_size=4, verbose=False)
     assert pending_shards(images, tmp_path, 4) == (
-        [(tmp_path / "shard-000001.parquet", images[4:8]),
-         (tmp_path / "shard-000002.parquet", images[8:])],
+        [(tmp_path / "shard-000001.parquet", images[4:8], 4),
+         (tmp_path / "shard-000002.parquet", images[8:], 8)],
         3,
     )
     with pytest.raises(ValueError, match="holds other paths than shard 0"):
@@ -93,6 +104,12 @@ def test_shards_of_other_inputs_are_an_error(featurizer, images, tmp_path, dask_
     featurize_with_dask(images[:8], featurizer, tmp_path, shard_size=4, verbose=False)
     with pytest.raises(ValueError, match="beyond the 1 of these inputs.*shard-000001"):
         featurize_with_dask(images[:4], featurizer, tmp_path, shard_size=4, verbose=False)
+    # ... also past a gap, as a run on more inputs that was interrupted leaves
+    featurize_with_dask(images, featurizer, tmp_path / "gap", shard_size=2, verbose=False)
+    for index in (2, 3, 4):
+        (tmp_path / "gap" / f"shard-00000{index}.parquet").unlink()
+    with pytest.raises(ValueError, match="beyond the 3 of these inputs.*shard-000005"):
+        pending_shards(images[:6], tmp_path / "gap", 2)
     for shard_size in (0, -1, 2.5):
         with pytest.raises(ValueError, match="shard_size must be a positive integer"):
             pending_shards(images, tmp_path, shard_size)
