@@ -266,7 +266,7 @@ def class_text_features(
     prototypes = [None] * len(classes)
     if text_features is not None and not isinstance(text_features, dict):
         prototypes = list(l2_normalize(_array_rows(text_features, text_classes, classes, n_features)))
-    elif text_features:
+    elif text_features is not None:  # an empty dict matches no label either
         matched = [i for i, label in enumerate(classes) if label in text_features]
         if not matched:
             raise ValueError(

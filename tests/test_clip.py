@@ -394,6 +394,9 @@ def test_pre_projection_times_projection_is_encode_text(tiny_clip):
     # The projection was put back: projected features are still projected.
     loaded = load_model(tiny_clip.name, tiny_clip.checkpoint)
     assert isinstance(loaded.model.text_projection, torch.nn.Parameter)
+    # a copy: changing it leaves the cached model (and every other encoder) alone
+    projection *= 2
+    np.testing.assert_allclose(encoder.text_projection * 2, projection)
 
 
 def test_the_projection_is_read_only_while_no_encoding_has_it_swapped_out(tiny_clip):

@@ -126,6 +126,7 @@ def test_given_text_takes_only_the_projection_from_the_encoder(text_features, en
         ({"text_features": {"a": np.ones(4), "b": np.full(4, np.inf)}}, "NaN or infinity"),
         ({"text_encoder": HashEncoder(dim=6)}, "dimension 6 but X has 4"),
         ({"text_features": {"0": np.ones(4), "1": np.ones(4)}}, "No key of text_features matches"),
+        ({"text_features": {}}, "No key of text_features matches"),
         ({"text_features": np.array([[1.0, 0, 0, 0], [0.0] * 4])}, "all-zero rows \\[1\\]"),
         ({"text_features": {"a": [[1.0, 0, 0, 0], [0.0] * 4]}}, "all-zero rows \\[1\\]"),
         ({"text_encoder": ShortEncoder(drop=1)}, "returned shape \\(3, 4\\) for 4 prompts"),

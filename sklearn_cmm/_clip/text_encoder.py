@@ -170,5 +170,9 @@ class CLIPTextEncoder:
 
     @property
     def text_projection(self):
-        """The text projection matrix, ndarray of shape (width, embed_dim), float32."""
-        return self._loaded().text_projection().detach().float().cpu().numpy()
+        """The text projection matrix, ndarray of shape (width, embed_dim), float32.
+
+        A copy: on the CPU the tensor's own memory is the cached model's weights, which
+        every encoder and featurizer of the model in this process shares.
+        """
+        return self._loaded().text_projection().detach().float().cpu().numpy().copy()
