@@ -286,8 +286,9 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbos
     """Minimise a loss over ``param`` with full-batch L-BFGS (strong Wolfe line search).
 
     :func:`sklearn_cmm._math.lbfgs.lbfgs` (history 10), on numpy arrays or tensors. Stops
-    after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations, whichever comes
-    first, or when the largest entry of a step or of the gradient is at most ``tol``.
+    after ``max_iter`` iterations or ``1.25 max_iter`` loss evaluations after the start's,
+    whichever comes first, or when the largest entry of a step or of the gradient is at
+    most ``tol``.
 
     Parameters
     ----------
@@ -316,8 +317,10 @@ def minimize_lbfgs(param, value_and_grad, *, max_iter, tol, entries=None, verbos
     """
     from ._math.lbfgs import lbfgs
 
-    bar = tqdm(total=max(max_iter, int(1.25 * max_iter)), desc=desc, disable=not verbose,
-               leave=False)
+    # the start's evaluation is not one of the iterations': counted in, it left max_iter=1
+    # no evaluation for its line search (the start returned, as max_iter=0)
+    bar = tqdm(total=1 + max(max_iter, int(1.25 * max_iter)), desc=desc,
+               disable=not verbose, leave=False)
 
     def flat_value_and_grad():
         loss, grad = value_and_grad()

@@ -220,3 +220,18 @@ def test_array_backend_is_numpy_on_the_cpu_and_torch_elsewhere():
         np.testing.assert_array_equal(np.asarray(array[indices]), [[3, 4, 5], [99, 1, 2]])
         losses = stack_to_numpy([array[0, 1], array[1, 2]])
         assert losses.dtype == np.float64 and losses.tolist() == [1.0, 5.0]
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 4])
+def test_lbfgs_takes_max_iter_iterations_when_each_search_takes_one_evaluation(max_iter):
+    # on a quadratic with very different curvatures every line search accepts its first
+    # step; the start's evaluation is not one of the budget's (with it, max_iter=1 ran no
+    # iteration at all)
+    x = np.array([[1.0, 1.0, 1.0]])
+    curvature = np.array([[1.0, 3.0, 9.0]])
+
+    def value_and_grad():
+        return 0.5 * float(np.sum(curvature * x * x)), curvature * x
+
+    losses, n_iter = minimize_lbfgs(x, value_and_grad, max_iter=max_iter, tol=1e-12)
+    assert n_iter == max_iter and len(losses) == max_iter + 1 and losses[-1] < losses[0]
