@@ -631,7 +631,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             fold_T = T
             if self.prototype_source_ == "image_means":  # the image means of its rows
                 fold_T = class_prototypes(X[rows], y_encoded[rows], n_classes, None)[0]
-            # else the preimage of each prototype under W (see Notes)
+            # the given text before the projection, else the preimage of each prototype
+            # under W (see Notes)
             text_pre = given_pre if given_pre is not None else text_preimage(fold_T, W)
             scale = self.image_logit_scale
             if scale == "auto":
@@ -642,7 +643,8 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             return fold_T, text_pre, float(scale)
 
         every_row = np.arange(len(y_encoded))
-        self.image_logit_scale_ = inputs(every_row)[2]
+        all_inputs = inputs(every_row)  # the final training's
+        self.image_logit_scale_ = all_inputs[2]
         from ._semobridge_training import BridgeTraining, check_converged, run_steps
         from ._torch import ArrayBackend, resolve_device
 
@@ -663,7 +665,7 @@ class SeMoBridgeClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             return n_run
 
         def run(rows):
-            fold_T, text_pre, scale = inputs(rows)
+            fold_T, text_pre, scale = all_inputs if rows is every_row else inputs(rows)
             return BridgeTraining(X[rows], y_encoded[rows], W, W_pinv, fold_T, text_pre,
                                   self, backend, image_logit_scale=scale)
 
