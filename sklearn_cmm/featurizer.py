@@ -100,8 +100,8 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         How a view is drawn: ``"crop_flip"`` crops a random box of 50-100 % of the
         image's area and aspect ratio 3/4 to 4/3, resizes it back to the image's size
         (scaled down to a shorter side of twice the model's input, which the model's own
-        resize shrinks further) and mirrors it with probability 1/2 (the views of Tip-Adapter's and CoOp's
-        few-shot training); ``"flip"`` is the mirror image (one view, so
+        resize shrinks further) and mirrors it with probability 1/2 (the views of
+        Tip-Adapter's and CoOp's few-shot training); ``"flip"`` is the mirror image (one view, so
         ``train_views=1``); a callable ``augmentation(image, rng)`` takes an RGB PIL
         image and a :class:`numpy.random.Generator` and returns a PIL image.
 
